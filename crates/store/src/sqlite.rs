@@ -1,0 +1,570 @@
+//! [`SqliteStore`]: the embedded default [`Store`], one SQLite database file.
+//!
+//! # On-disk format
+//! One SQLite 3 database (conventionally `<data-dir>/sluice.db`) in WAL journal mode, so next to
+//! it live `sluice.db-wal` (committed transactions not yet checkpointed into the main file) and
+//! `sluice.db-shm` (the WAL index). All three belong to the store; copy them together, or close
+//! the store first (closing checkpoints and truncates the WAL).
+//!
+//! The file is marked with `PRAGMA application_id = 0x736c7563` (`"sluc"`); a database with a
+//! different non-zero application id is refused. The schema version is `PRAGMA user_version`:
+//! the number of [migrations](MIGRATIONS) applied. At open, the missing migrations are applied in
+//! order inside one transaction (all or nothing); a file whose `user_version` is larger than the
+//! number of migrations this binary knows was written by a newer sluice and is refused (never
+//! touched) with [`StoreError::Backend`] saying so.
+//!
+//! Schema (migration 1):
+//! - `kv(ns TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
+//!   PRIMARY KEY (ns, key)) WITHOUT ROWID`: every namespace's entries. `ns` is the namespace
+//!   name as UTF-8 text; `key` and `value` are the caller's bytes verbatim (an empty key or
+//!   value is a zero-length blob, never NULL). SQLite orders blobs with `memcmp` and shorter
+//!   first on a common prefix, which is exactly the byte order [`Store::scan`] promises, so
+//!   scans are range scans of the primary key. `version` is the commit sequence number of the
+//!   batch that last wrote the entry.
+//! - `meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`: the row `name = 'last_seq'` holds
+//!   the last commit sequence number handed out (0 in a new store). Every group transaction reads
+//!   it and writes it back in the same transaction as the data, so sequences stay monotonic
+//!   across restarts and crashes (a sequence is never reused, even when the file is opened by
+//!   two processes one after the other).
+//! - Keys written by `Op::Append` are `seq.to_be_bytes()` (8 bytes) followed by the op's index in
+//!   its batch as a big-endian `u16` (2 bytes): a batch holds at most 65,536 ops when it appends.
+//!
+//! # Concurrency
+//! - **One writer thread** (`sluice-store-writer`) owns the only read-write connection.
+//!   [`Store::apply`] sends its batch and a oneshot reply channel over an unbounded channel and
+//!   awaits the reply. The writer takes the first queued batch, then everything else already
+//!   queued (up to [`SqliteOptions::max_group`]), and runs the group as one `BEGIN IMMEDIATE`
+//!   transaction: each batch runs inside its own `SAVEPOINT`; a failed `Op::Expect` (or an
+//!   engine error) rolls back only that savepoint and answers that caller alone
+//!   ([`StoreError::Conflict`]); each successful batch is released and gets the next commit
+//!   sequence number, so numbers are distinct, increasing in commit order, and gap-free among
+//!   successful batches of a process run. Then `last_seq` is stored and the transaction commits
+//!   once: **one sync for the whole group** (group commit). Only after the commit returns are the
+//!   callers answered. If the commit itself fails, every batch of the group is answered
+//!   [`StoreError::Backend`] and nothing of the group is visible.
+//! - Within a batch, ops apply in order, and an `Op::Expect` sees the effect of the batch's
+//!   earlier ops (a batch that puts a key and then expects it absent conflicts with itself).
+//! - **Reads** use a pool of [`SqliteOptions::read_connections`] read-only connections, each
+//!   query on a Tokio blocking thread (`spawn_blocking`), limited by a semaphore. WAL lets readers
+//!   run while the writer writes; a read only sees committed data, and a read started after
+//!   `apply` returned sees that write (the commit precedes the reply). A `scan` is one statement,
+//!   hence one consistent snapshot.
+//!
+//! # Durability
+//! [`SyncMode::Full`] (the default) runs `PRAGMA synchronous = FULL`: in WAL mode SQLite syncs
+//! the WAL at every commit, so an acknowledged write survives `kill -9` *and* power loss / OS
+//! crash. [`SyncMode::Normal`] runs `synchronous = NORMAL`: the WAL is synced only at checkpoints;
+//! an acknowledged write still survives the process being killed (it is in the OS page cache) and
+//! the database is never corrupted, but the last transactions before a power loss or kernel crash
+//! may be rolled back. Normal trades that window for not paying an fsync per group.
+//!
+//! # Shutdown
+//! [`Store::close`] refuses new calls, lets the writer finish every batch already queued, then
+//! the writer checkpoints the WAL (`wal_checkpoint(TRUNCATE)`) and closes its connection; `close`
+//! returns when that is done. Later `get`/`scan`/`apply` fail with [`StoreError::Closed`]; a
+//! second `close` is a no-op. Dropping the store without `close` detaches the writer, which still
+//! finishes the queued batches (each acknowledged write was committed before its reply anyway).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::{Batch, KeyRange, Op, Store, StoreError, Versioned};
+
+/// The value of `PRAGMA application_id` marking a sluice store ("sluc").
+pub const APPLICATION_ID: i32 = 0x736c_7563;
+
+/// The schema migrations, in order. `PRAGMA user_version` is how many were applied.
+/// Never edit a released step: append a new one.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: the key-value table and the commit sequence.
+    "CREATE TABLE kv (
+         ns      TEXT    NOT NULL,
+         key     BLOB    NOT NULL,
+         value   BLOB    NOT NULL,
+         version INTEGER NOT NULL,
+         PRIMARY KEY (ns, key)
+     ) WITHOUT ROWID;
+     CREATE TABLE meta (
+         name  TEXT PRIMARY KEY,
+         value INTEGER NOT NULL
+     );
+     INSERT INTO meta (name, value) VALUES ('last_seq', 0);",
+];
+
+/// How hard a commit syncs (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMode {
+    /// `synchronous = FULL`: durable against process kill and power loss.
+    #[default]
+    Full,
+    /// `synchronous = NORMAL`: durable against process kill; a power loss may roll back the last
+    /// commits (never corrupts).
+    Normal,
+}
+
+/// Options of [`SqliteStore::open`].
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Sync mode of commits.
+    pub sync: SyncMode,
+    /// Read-only connections in the read pool (at least 1).
+    pub read_connections: usize,
+    /// Most batches committed in one transaction (at least 1).
+    pub max_group: usize,
+    /// How long a connection waits on a lock held by another connection or process.
+    pub busy_timeout: Duration,
+    /// Page cache per connection, in KiB.
+    pub cache_size_kib: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Full,
+            read_connections: 4,
+            max_group: 256,
+            busy_timeout: Duration::from_secs(5),
+            cache_size_kib: 8 * 1024,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// The SQLite store. Cheap to clone (clones share the store).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    closed: AtomicBool,
+    /// `None` once closed: the writer exits when every sender is gone and the queue is empty.
+    sender: RwLock<Option<mpsc::UnboundedSender<(Batch, Reply)>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    read_permits: Semaphore,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("options", &self.inner.options)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("value {v} out of range")))
+}
+
+fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Backend(format!("negative version {v} in store")))
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), StoreError> {
+    conn.busy_timeout(options.busy_timeout).map_err(backend)?;
+    let sync = match options.sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = {sync}; PRAGMA cache_size = -{};",
+        options.cache_size_kib
+    ))
+    .map_err(backend)
+}
+
+/// Applies the missing migrations (one transaction) after checking the file is ours and not
+/// newer than this binary.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    let app_id: i32 = tx
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(backend)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(backend)?;
+    if app_id != 0 && app_id != APPLICATION_ID {
+        return Err(StoreError::Backend(format!(
+            "not a sluice store (application_id {app_id:#x})"
+        )));
+    }
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(version)
+        .map_err(|_| StoreError::Backend(format!("invalid schema version {version}")))?;
+    if applied > known {
+        return Err(StoreError::Backend(format!(
+            "the store's schema version is {applied}, newer than this binary supports ({known}): \
+             it was written by a newer sluice; upgrade sluice to open it"
+        )));
+    }
+    if applied == known && app_id == APPLICATION_ID {
+        return Ok(()); // nothing to do; the transaction rolls back (no writes).
+    }
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(step)
+            .map_err(|e| StoreError::Backend(format!("migration {}: {e}", i + 1)))?;
+    }
+    tx.execute_batch(&format!(
+        "PRAGMA user_version = {known}; PRAGMA application_id = {APPLICATION_ID};"
+    ))
+    .map_err(backend)?;
+    tx.commit().map_err(backend)
+}
+
+fn open_reader(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(backend)?;
+    configure(&conn, options)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in the database file `path`, applies pending
+    /// migrations and starts the writer thread. Blocking (file I/O): call it at startup or from
+    /// a blocking context.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let mut options = options;
+        options.read_connections = options.read_connections.max(1);
+        options.max_group = options.max_group.max(1);
+
+        let mut conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(backend)?;
+        conn.busy_timeout(options.busy_timeout).map_err(backend)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "could not enable WAL mode (journal_mode is {mode})"
+            )));
+        }
+        configure(&conn, &options)?;
+        migrate(&mut conn)?;
+
+        let mut readers = Vec::with_capacity(options.read_connections);
+        for _ in 0..options.read_connections {
+            readers.push(open_reader(path, &options)?);
+        }
+
+        let (tx, rx) = mpsc::unbounded_channel();
+        let max_group = options.max_group;
+        let writer = std::thread::Builder::new()
+            .name("sluice-store-writer".into())
+            .spawn(move || writer_loop(conn, rx, max_group))
+            .map_err(backend)?;
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                read_permits: Semaphore::new(options.read_connections),
+                options,
+                closed: AtomicBool::new(false),
+                sender: RwLock::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                readers: Arc::new(Mutex::new(readers)),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on a pooled read connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let _permit = self
+            .inner
+            .read_permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = Arc::clone(&self.inner.readers);
+        let path = self.inner.path.clone();
+        let options = self.inner.options.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = pool.lock().map_err(backend)?.pop();
+            // A connection is missing only if a query panicked while holding it: replace it.
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_reader(&path, &options)?,
+            };
+            let result = f(&conn);
+            pool.lock().map_err(backend)?.push(conn);
+            result
+        })
+        .await
+        .map_err(backend)?
+    }
+}
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<(Batch, Reply)>,
+    max_group: usize,
+) {
+    let mut group = Vec::with_capacity(max_group);
+    while let Some(first) = rx.blocking_recv() {
+        group.push(first);
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(item) => group.push(item),
+                Err(_) => break,
+            }
+        }
+        commit_group(&mut conn, &mut group);
+    }
+    // Every sender is gone and the queue is drained: fold the WAL into the main file.
+    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+        tracing::warn!(error = %e, "store: WAL checkpoint at close failed");
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "store: closing the write connection failed");
+    }
+}
+
+/// Commits `group` (drained) as one transaction; answers every caller.
+fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>) {
+    let mut results: Vec<Result<u64, StoreError>> = Vec::with_capacity(group.len());
+    let outcome = (|| -> Result<(), StoreError> {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let mut last_seq = to_u64(
+            tx.query_row("SELECT value FROM meta WHERE name = 'last_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(backend)?,
+        )?;
+        for (batch, _) in group.iter() {
+            let seq = last_seq + 1;
+            tx.execute_batch("SAVEPOINT batch").map_err(backend)?;
+            match apply_batch(&tx, batch, seq) {
+                Ok(()) => {
+                    tx.execute_batch("RELEASE batch").map_err(backend)?;
+                    last_seq = seq;
+                    results.push(Ok(seq));
+                }
+                Err(e) => {
+                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")
+                        .map_err(backend)?;
+                    results.push(Err(e));
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'last_seq'",
+            params![to_i64(last_seq)?],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    })();
+    if let Err(e) = outcome {
+        tracing::error!(error = %e, batches = group.len(), "store: group commit failed");
+        let text = e.to_string();
+        results.clear();
+        results.extend(group.iter().map(|_| Err(StoreError::Backend(text.clone()))));
+    }
+    for ((_, reply), result) in group.drain(..).zip(results) {
+        // The caller may have gone away (its future dropped); the write stands regardless.
+        let _ = reply.send(result);
+    }
+}
+
+const UPSERT: &str = "INSERT INTO kv (ns, key, value, version) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, version = excluded.version";
+
+fn apply_batch(conn: &Connection, batch: &Batch, seq: u64) -> Result<(), StoreError> {
+    let version = to_i64(seq)?;
+    for (index, op) in batch.ops.iter().enumerate() {
+        match op {
+            Op::Put { ns, key, value } => {
+                conn.prepare_cached(UPSERT)
+                    .and_then(|mut s| s.execute(params![ns, key, value, version]))
+                    .map_err(backend)?;
+            }
+            Op::Delete { ns, key } => {
+                conn.prepare_cached("DELETE FROM kv WHERE ns = ?1 AND key = ?2")
+                    .and_then(|mut s| s.execute(params![ns, key]))
+                    .map_err(backend)?;
+            }
+            Op::Expect {
+                ns,
+                key,
+                version: expected,
+            } => {
+                let current: Option<i64> = conn
+                    .prepare_cached("SELECT version FROM kv WHERE ns = ?1 AND key = ?2")
+                    .and_then(|mut s| s.query_row(params![ns, key], |r| r.get(0)).optional())
+                    .map_err(backend)?;
+                let current = current.map(to_u64).transpose()?;
+                if current != *expected {
+                    return Err(StoreError::Conflict);
+                }
+            }
+            Op::Append { ns, value } => {
+                let index = u16::try_from(index).map_err(|_| {
+                    StoreError::Backend("a batch with appends holds at most 65536 ops".into())
+                })?;
+                let key = append_key(seq, index);
+                conn.prepare_cached(UPSERT)
+                    .and_then(|mut s| s.execute(params![ns, &key[..], value, version]))
+                    .map_err(backend)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The key `Op::Append` number `index` of the batch committed as `seq` is stored under.
+pub fn append_key(seq: u64, index: u16) -> [u8; 10] {
+    let mut key = [0u8; 10];
+    key[..8].copy_from_slice(&seq.to_be_bytes());
+    key[8..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn scan_sql(range: &KeyRange, reverse: bool) -> String {
+    let mut sql = String::from("SELECT key, value, version FROM kv WHERE ns = ?1");
+    if range.start.is_some() {
+        sql.push_str(" AND key >= ?2");
+    }
+    if range.end.is_some() {
+        sql.push_str(" AND key < ?3");
+    }
+    sql.push_str(if reverse {
+        " ORDER BY key DESC LIMIT ?4"
+    } else {
+        " ORDER BY key ASC LIMIT ?4"
+    });
+    sql
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, ns: &str, key: &[u8]) -> Result<Option<Versioned>, StoreError> {
+        let ns = ns.to_string();
+        let key = key.to_vec();
+        self.read(move |conn| {
+            let row: Option<(Vec<u8>, i64)> = conn
+                .prepare_cached("SELECT value, version FROM kv WHERE ns = ?1 AND key = ?2")
+                .and_then(|mut s| {
+                    s.query_row(params![ns, key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(backend)?;
+            row.map(|(value, version)| {
+                Ok(Versioned {
+                    value,
+                    version: to_u64(version)?,
+                })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        ns: &str,
+        range: KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, Versioned)>, StoreError> {
+        if limit == 0 {
+            if self.inner.closed.load(Ordering::Acquire) {
+                return Err(StoreError::Closed);
+            }
+            return Ok(Vec::new());
+        }
+        let ns = ns.to_string();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let sql = scan_sql(&range, reverse);
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            // Unused parameter numbers are simply absent from the SQL; bind by index.
+            stmt.raw_bind_parameter(1, &ns).map_err(backend)?;
+            if let Some(start) = &range.start {
+                stmt.raw_bind_parameter(2, start).map_err(backend)?;
+            }
+            if let Some(end) = &range.end {
+                stmt.raw_bind_parameter(3, end).map_err(backend)?;
+            }
+            stmt.raw_bind_parameter(4, limit).map_err(backend)?;
+            let mut rows = stmt.raw_query();
+            let mut out = Vec::new();
+            while let Some(row) = rows.next().map_err(backend)? {
+                let key: Vec<u8> = row.get(0).map_err(backend)?;
+                let value: Vec<u8> = row.get(1).map_err(backend)?;
+                let version = to_u64(row.get(2).map_err(backend)?)?;
+                out.push((key, Versioned { value, version }));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<u64, StoreError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        {
+            let sender = self.inner.sender.read().map_err(backend)?;
+            let sender = sender.as_ref().ok_or(StoreError::Closed)?;
+            sender
+                .send((batch, reply_tx))
+                .map_err(|_| StoreError::Closed)?;
+        }
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Backend("the store writer stopped before answering".into()))?
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.closed.store(true, Ordering::Release);
+        // Dropping the last sender lets the writer drain the queue and exit.
+        self.inner.sender.write().map_err(backend)?.take();
+        let handle = self.inner.writer.lock().map_err(backend)?.take();
+        if let Some(handle) = handle {
+            tokio::task::spawn_blocking(move || handle.join())
+                .await
+                .map_err(backend)?
+                .map_err(|_| StoreError::Backend("the store writer panicked".into()))?;
+        }
+        // Release the read connections (no new reads start once `closed` is set).
+        self.inner.readers.lock().map_err(backend)?.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,145 @@
+//! The conformance suite against [`SqliteStore`], plus SQLite-specific checks.
+
+use std::path::PathBuf;
+
+use sluice_store::conformance::StoreFactory;
+use sluice_store::sqlite::{MIGRATIONS, SqliteOptions, SqliteStore, SyncMode};
+use sluice_store::{Batch, Store, StoreError};
+
+struct Sqlite {
+    dir: tempfile::TempDir,
+    options: SqliteOptions,
+}
+
+impl Sqlite {
+    fn new() -> Self {
+        Self::with(SqliteOptions::default())
+    }
+
+    fn with(options: SqliteOptions) -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("tempdir"),
+            options,
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("sluice.db")
+    }
+}
+
+impl StoreFactory for Sqlite {
+    type Store = SqliteStore;
+
+    async fn open(&self) -> SqliteStore {
+        let path = self.path();
+        let options = self.options.clone();
+        tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
+            .await
+            .unwrap()
+            .expect("open")
+    }
+}
+
+sluice_store::store_conformance_tests!(Sqlite::new());
+
+/// The suite again with the other knobs: NORMAL sync, one read connection, groups of 2.
+mod small_pool_normal_sync {
+    use super::*;
+    sluice_store::store_conformance_tests!(Sqlite::with(SqliteOptions {
+        sync: SyncMode::Normal,
+        read_connections: 1,
+        max_group: 2,
+        ..SqliteOptions::default()
+    }));
+}
+
+fn raw(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).unwrap()
+}
+
+#[tokio::test]
+async fn newer_schema_is_refused_untouched() {
+    let f = Sqlite::new();
+    let s = f.open().await;
+    s.apply(Batch::new().put("ns", "k", "v")).await.unwrap();
+    s.close().await.unwrap();
+    let newer = MIGRATIONS.len() + 1;
+    raw(&f.path())
+        .execute_batch(&format!("PRAGMA user_version = {newer};"))
+        .unwrap();
+    let err = SqliteStore::open(&f.path(), SqliteOptions::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, StoreError::Backend(_)));
+    assert!(text.contains("newer"), "{text}");
+    let version: i64 = raw(&f.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version as usize, newer);
+    // Back to the version this binary knows: opens with the data intact.
+    raw(&f.path())
+        .execute_batch(&format!("PRAGMA user_version = {};", MIGRATIONS.len()))
+        .unwrap();
+    let s = f.open().await;
+    assert_eq!(s.get("ns", b"k").await.unwrap().unwrap().value, b"v");
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn foreign_database_is_refused() {
+    let f = Sqlite::new();
+    raw(&f.path())
+        .execute_batch("PRAGMA application_id = 42; CREATE TABLE t(x);")
+        .unwrap();
+    let err = SqliteStore::open(&f.path(), SqliteOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a sluice store"), "{err}");
+}
+
+#[tokio::test]
+async fn fresh_store_has_the_documented_format() {
+    let f = Sqlite::new();
+    let s = f.open().await;
+    let seq = s
+        .apply(Batch::new().put("ns", [0xffu8, 0], "v").append("log", "e"))
+        .await
+        .unwrap();
+    // Read through a second connection while the store is open (WAL allows it).
+    let conn = raw(&f.path());
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(app, sluice_store::sqlite::APPLICATION_ID);
+    let last: i64 = conn
+        .query_row("SELECT value FROM meta WHERE name = 'last_seq'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(last as u64, seq);
+    let (key, version): (Vec<u8>, i64) = conn
+        .query_row("SELECT key, version FROM kv WHERE ns = 'log'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(key, sluice_store::sqlite::append_key(seq, 1));
+    assert_eq!(version as u64, seq);
+    drop(conn);
+    s.close().await.unwrap();
+    // Close checkpoints: the WAL is empty afterwards.
+    let wal = f.dir.path().join("sluice.db-wal");
+    assert!(!wal.exists() || std::fs::metadata(&wal).unwrap().len() == 0);
+}
+
+#[tokio::test]
+async fn drop_without_close_keeps_acknowledged_writes() {
+    let f = Sqlite::new();
+    let s = f.open().await;
+    let seq = s.apply(Batch::new().put("ns", "k", "v")).await.unwrap();
+    drop(s);
+    let s = f.open().await;
+    assert_eq!(s.get("ns", b"k").await.unwrap().unwrap().version, seq);
+    s.close().await.unwrap();
+}
