@@ -543,9 +543,9 @@ impl Store for SqliteStore {
         {
             let sender = self.inner.sender.read().map_err(backend)?;
             let sender = sender.as_ref().ok_or(StoreError::Closed)?;
-            sender
-                .send((batch, reply_tx))
-                .map_err(|_| StoreError::Closed)?;
+            sender.send((batch, reply_tx)).map_err(|_| {
+                StoreError::Backend("the store writer stopped (see earlier errors)".into())
+            })?;
         }
         reply_rx
             .await
@@ -554,6 +554,8 @@ impl Store for SqliteStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.closed.store(true, Ordering::Release);
+        // Reads waiting for a connection fail with `Closed`.
+        self.inner.read_permits.close();
         // Dropping the last sender lets the writer drain the queue and exit.
         self.inner.sender.write().map_err(backend)?.take();
         let handle = self.inner.writer.lock().map_err(backend)?.take();
