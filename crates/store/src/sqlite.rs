@@ -66,7 +66,7 @@
 //! finishes the queued batches (each acknowledged write was committed before its reply anyway).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -138,6 +138,24 @@ impl Default for SqliteOptions {
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
 
+/// Counters of the writer since open (for metrics and benchmarks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SqliteStats {
+    /// Group transactions committed (each one sync in [`SyncMode::Full`]).
+    pub groups: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Batches rejected with [`StoreError::Conflict`].
+    pub conflicts: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    groups: AtomicU64,
+    batches: AtomicU64,
+    conflicts: AtomicU64,
+}
+
 /// The SQLite store. Cheap to clone (clones share the store).
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -153,6 +171,7 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Semaphore,
+    counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -275,9 +294,11 @@ impl SqliteStore {
 
         let (tx, rx) = mpsc::unbounded_channel();
         let max_group = options.max_group;
+        let counters = Arc::new(Counters::default());
+        let writer_counters = Arc::clone(&counters);
         let writer = std::thread::Builder::new()
             .name("sluice-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_group))
+            .spawn(move || writer_loop(conn, rx, max_group, &writer_counters))
             .map_err(backend)?;
 
         Ok(Self {
@@ -289,6 +310,7 @@ impl SqliteStore {
                 sender: RwLock::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
                 readers: Arc::new(Mutex::new(readers)),
+                counters,
             }),
         })
     }
@@ -296,6 +318,16 @@ impl SqliteStore {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// The writer's counters since open.
+    pub fn stats(&self) -> SqliteStats {
+        let c = &self.inner.counters;
+        SqliteStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
+        }
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.
@@ -336,6 +368,7 @@ fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::UnboundedReceiver<(Batch, Reply)>,
     max_group: usize,
+    counters: &Counters,
 ) {
     let mut group = Vec::with_capacity(max_group);
     while let Some(first) = rx.blocking_recv() {
@@ -346,7 +379,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit_group(&mut conn, &mut group);
+        commit_group(&mut conn, &mut group, counters);
     }
     // Every sender is gone and the queue is drained: fold the WAL into the main file.
     if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
@@ -358,7 +391,7 @@ fn writer_loop(
 }
 
 /// Commits `group` (drained) as one transaction; answers every caller.
-fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>) {
+fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters: &Counters) {
     let mut results: Vec<Result<u64, StoreError>> = Vec::with_capacity(group.len());
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn
@@ -393,6 +426,16 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>) {
         .map_err(backend)?;
         tx.commit().map_err(backend)
     })();
+    if outcome.is_ok() {
+        let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        let conflicts = results
+            .iter()
+            .filter(|r| matches!(r, Err(StoreError::Conflict)))
+            .count() as u64;
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters.batches.fetch_add(ok, Ordering::Relaxed);
+        counters.conflicts.fetch_add(conflicts, Ordering::Relaxed);
+    }
     if let Err(e) = outcome {
         tracing::error!(error = %e, batches = group.len(), "store: group commit failed");
         let text = e.to_string();

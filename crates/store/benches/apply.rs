@@ -1,0 +1,214 @@
+//! `SqliteStore::apply` throughput and latency with 1, 8 and 64 concurrent writers.
+//!
+//! Two parts:
+//! 1. A latency table printed first: for each configuration, `RUNS` runs of `COMMITS` commits
+//!    spread over the writers; per run, commits/s and the p50/p99 latency of one `apply`, and the
+//!    mean group size (batches per transaction, i.e. per sync). The medians over the runs are
+//!    printed.
+//! 2. Criterion throughput benchmarks (`apply/<config>`, elements = commits).
+//!
+//! Each writer applies small batches: one put of a fresh 16-byte key with a 100-byte value.
+//! The database lives in a temporary directory under `SLUICE_BENCH_DIR` (default: the system
+//! temporary directory; point it at the disk you want to measure).
+//!
+//! Run: `cargo bench -p sluice-store --bench apply` (add `-- --quick` for a shorter criterion
+//! pass; `SLUICE_BENCH_RUNS=N` sets the latency runs).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use sluice_store::sqlite::{SqliteOptions, SqliteStore, SyncMode};
+use sluice_store::{Batch, Store};
+
+#[derive(Clone, Copy)]
+struct Config {
+    name: &'static str,
+    writers: usize,
+    sync: SyncMode,
+    max_group: usize,
+}
+
+const CONFIGS: &[Config] = &[
+    Config {
+        name: "full/1",
+        writers: 1,
+        sync: SyncMode::Full,
+        max_group: 256,
+    },
+    Config {
+        name: "full/8",
+        writers: 8,
+        sync: SyncMode::Full,
+        max_group: 256,
+    },
+    Config {
+        name: "full/64",
+        writers: 64,
+        sync: SyncMode::Full,
+        max_group: 256,
+    },
+    // Group commit disabled: 64 writers, one transaction (one sync) per batch.
+    Config {
+        name: "full/64/no-group",
+        writers: 64,
+        sync: SyncMode::Full,
+        max_group: 1,
+    },
+    Config {
+        name: "normal/64",
+        writers: 64,
+        sync: SyncMode::Normal,
+        max_group: 256,
+    },
+];
+
+const COMMITS: usize = 4_000;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    next_key: Arc<AtomicU64>,
+}
+
+fn fixture(rt: &tokio::runtime::Runtime, config: Config) -> Fixture {
+    let dir = match std::env::var_os("SLUICE_BENCH_DIR") {
+        Some(base) => tempfile::tempdir_in(base),
+        None => tempfile::tempdir(),
+    }
+    .unwrap();
+    let options = SqliteOptions {
+        sync: config.sync,
+        max_group: config.max_group,
+        ..SqliteOptions::default()
+    };
+    let path = dir.path().join("sluice.db");
+    let store = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || SqliteStore::open(&path, options))
+            .await
+            .unwrap()
+            .unwrap()
+    });
+    Fixture {
+        _dir: dir,
+        store: Arc::new(store),
+        next_key: Arc::new(AtomicU64::new(0)),
+    }
+}
+
+/// Applies `commits` batches from `writers` concurrent tasks; returns the wall time and every
+/// apply's latency.
+async fn run(f: &Fixture, writers: usize, commits: usize) -> (Duration, Vec<Duration>) {
+    let value = vec![0x5a_u8; 100];
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let n = commits / writers + usize::from(w < commits % writers);
+        let store = Arc::clone(&f.store);
+        let next_key = Arc::clone(&f.next_key);
+        let value = value.clone();
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let k = next_key.fetch_add(1, Ordering::Relaxed);
+                let mut key = b"bench-00".to_vec();
+                key.extend_from_slice(&k.to_be_bytes());
+                let t = Instant::now();
+                store
+                    .apply(Batch::new().put("bench", key, value.clone()))
+                    .await
+                    .unwrap();
+                latencies.push(t.elapsed());
+            }
+            latencies
+        });
+    }
+    let latencies: Vec<Duration> = tasks.join_all().await.into_iter().flatten().collect();
+    (start.elapsed(), latencies)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn latency_report(rt: &tokio::runtime::Runtime) {
+    let runs: usize = std::env::var("SLUICE_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    println!(
+        "apply latency: {runs} runs x {COMMITS} commits per configuration; medians of the runs"
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>10}",
+        "config", "commits/s", "p50 ms", "p99 ms", "batch/grp"
+    );
+    for config in CONFIGS {
+        let (mut rates, mut p50s, mut p99s, mut groups) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..runs {
+            let f = fixture(rt, *config);
+            let (wall, mut lat) = rt.block_on(run(&f, config.writers, COMMITS));
+            let stats = f.store.stats();
+            rt.block_on(f.store.close()).unwrap();
+            lat.sort_unstable();
+            rates.push(COMMITS as f64 / wall.as_secs_f64());
+            p50s.push(percentile(&lat, 0.50).as_secs_f64() * 1e3);
+            p99s.push(percentile(&lat, 0.99).as_secs_f64() * 1e3);
+            groups.push(stats.batches as f64 / stats.groups as f64);
+        }
+        println!(
+            "{:<18} {:>10.0} {:>10.3} {:>10.3} {:>10.1}",
+            config.name,
+            median(rates),
+            median(p50s),
+            median(p99s),
+            median(groups)
+        );
+    }
+}
+
+fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
+    let mut group = c.benchmark_group("apply");
+    group.throughput(Throughput::Elements(1));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(5));
+    for config in CONFIGS {
+        let f = fixture(rt, *config);
+        group.bench_with_input(
+            BenchmarkId::from_parameter(config.name),
+            config,
+            |b, config| {
+                b.iter_custom(|iters| {
+                    let commits = usize::try_from(iters).unwrap().max(1);
+                    rt.block_on(run(&f, config.writers, commits)).0
+                });
+            },
+        );
+        rt.block_on(f.store.close()).unwrap();
+    }
+    group.finish();
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut c = Criterion::default().configure_from_args();
+    // `cargo test --benches` runs this binary in test mode: keep it short.
+    let test_mode = std::env::args().any(|a| a == "--test");
+    if !test_mode {
+        latency_report(&rt);
+    }
+    criterion_benches(&mut c, &rt);
+    c.final_summary();
+}
