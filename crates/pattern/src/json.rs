@@ -1,0 +1,255 @@
+//! Minimal JSON lexing over raw event bytes, used by the streaming matcher.
+//!
+//! Only what the scanner needs: whitespace, string bounds (with an "has escapes" flag), string
+//! unescaping, number tokens (validated against the JSON grammar), literals, and a fast skip of a
+//! whole value. Skipped subtrees are checked for string termination and bracket balance only,
+//! not for full JSON validity (see the crate docs).
+
+use crate::error::EventError;
+
+pub(crate) type Res<T> = Result<T, EventError>;
+
+pub(crate) fn err<T>(offset: usize, reason: &'static str) -> Res<T> {
+    Err(EventError { offset, reason })
+}
+
+#[inline]
+pub(crate) fn skip_ws(buf: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = buf.get(i) {
+        if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    i
+}
+
+/// `i` is just after the opening quote. Returns (index of the closing quote, has escapes).
+#[inline]
+pub(crate) fn string_end(buf: &[u8], mut i: usize) -> Res<(usize, bool)> {
+    let mut escaped = false;
+    loop {
+        match buf.get(i) {
+            Some(b'"') => return Ok((i, escaped)),
+            Some(b'\\') => {
+                escaped = true;
+                i += 2;
+            }
+            Some(&b) if b < 0x20 => return err(i, "control character in string"),
+            Some(_) => i += 1,
+            None => return err(i, "unterminated string"),
+        }
+    }
+}
+
+fn hex4(buf: &[u8], i: usize) -> Res<u32> {
+    let mut v = 0u32;
+    for k in 0..4 {
+        let d = match buf.get(i + k) {
+            Some(b) => (*b as char).to_digit(16),
+            None => None,
+        };
+        match d {
+            Some(d) => v = v * 16 + d,
+            None => return err(i + k, "invalid \\u escape"),
+        }
+    }
+    Ok(v)
+}
+
+/// Unescapes the raw string contents `raw` (between the quotes) into `out`.
+pub(crate) fn unescape(raw: &[u8], base: usize, out: &mut Vec<u8>) -> Res<()> {
+    out.clear();
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b != b'\\' {
+            out.push(b);
+            i += 1;
+            continue;
+        }
+        let Some(&e) = raw.get(i + 1) else {
+            return err(base + i, "invalid escape");
+        };
+        i += 2;
+        let c = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hi = hex4(raw, i)?;
+                i += 4;
+                let cp = if (0xD800..0xDC00).contains(&hi) {
+                    if raw.get(i) == Some(&b'\\') && raw.get(i + 1) == Some(&b'u') {
+                        let lo = hex4(raw, i + 2)?;
+                        if !(0xDC00..0xE000).contains(&lo) {
+                            return err(base + i, "invalid surrogate pair");
+                        }
+                        i += 6;
+                        0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
+                    } else {
+                        return err(base + i, "lone surrogate");
+                    }
+                } else {
+                    hi
+                };
+                match char::from_u32(cp) {
+                    Some(c) => c,
+                    None => return err(base + i, "lone surrogate"),
+                }
+            }
+            _ => return err(base + i, "invalid escape"),
+        };
+        let mut tmp = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+    }
+    Ok(())
+}
+
+/// Validates a number token starting at `i`; returns its end.
+#[inline]
+pub(crate) fn number_end(buf: &[u8], start: usize) -> Res<usize> {
+    let mut i = start;
+    let digits = |buf: &[u8], mut i: usize| {
+        let s = i;
+        while buf.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        (i, i - s)
+    };
+    if buf.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match buf.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => i = digits(buf, i).0,
+        _ => return err(i, "invalid number"),
+    }
+    if buf.get(i) == Some(&b'.') {
+        let (j, n) = digits(buf, i + 1);
+        if n == 0 {
+            return err(j, "invalid number");
+        }
+        i = j;
+    }
+    if matches!(buf.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(buf.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let (j, n) = digits(buf, i);
+        if n == 0 {
+            return err(j, "invalid number");
+        }
+        i = j;
+    }
+    Ok(i)
+}
+
+/// Parses a validated number token.
+pub(crate) fn parse_number(tok: &[u8]) -> f64 {
+    // A validated JSON number token is ASCII and valid Rust float syntax.
+    std::str::from_utf8(tok)
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Checks a literal (`true`, `false`, `null`) at `i`; returns its end.
+#[inline]
+pub(crate) fn literal_end(buf: &[u8], i: usize, lit: &[u8]) -> Res<usize> {
+    if buf.len() >= i + lit.len() && &buf[i..i + lit.len()] == lit {
+        Ok(i + lit.len())
+    } else {
+        err(i, "invalid literal")
+    }
+}
+
+/// Byte classes for the container skip: 1 = quote, 2 = open, 3 = close, 0 = other.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = 1;
+    t[b'{' as usize] = 2;
+    t[b'[' as usize] = 2;
+    t[b'}' as usize] = 3;
+    t[b']' as usize] = 3;
+    t
+};
+
+/// Skips the value starting at `i` (after whitespace); returns the index after it.
+#[inline]
+pub(crate) fn skip_value(buf: &[u8], i: usize) -> Res<usize> {
+    match buf.get(i) {
+        Some(b'"') => Ok(string_end(buf, i + 1)?.0 + 1),
+        Some(b'{' | b'[') => skip_container(buf, i),
+        Some(b't') => literal_end(buf, i, b"true"),
+        Some(b'f') => literal_end(buf, i, b"false"),
+        Some(b'n') => literal_end(buf, i, b"null"),
+        Some(b'-' | b'0'..=b'9') => number_end(buf, i),
+        Some(_) => err(i, "unexpected character"),
+        None => err(i, "unexpected end of input"),
+    }
+}
+
+/// Skips an object or array starting at `start` by tracking bracket depth and strings.
+pub(crate) fn skip_container(buf: &[u8], start: usize) -> Res<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    let n = buf.len();
+    while i < n {
+        match CLASS[buf[i] as usize] {
+            0 => i += 1,
+            1 => {
+                i += 1;
+                // inline string skip: most strings in skipped subtrees are short keys
+                loop {
+                    match buf.get(i) {
+                        Some(b'"') => break,
+                        Some(b'\\') => i += 2,
+                        Some(_) => i += 1,
+                        None => return err(i, "unterminated string"),
+                    }
+                }
+                i += 1;
+            }
+            2 => {
+                depth += 1;
+                i += 1;
+            }
+            _ => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return Ok(i);
+                }
+            }
+        }
+    }
+    err(n, "unterminated object or array")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lexing() {
+        assert_eq!(skip_value(br#"{"a":[1,{"b":"}"}]} x"#, 0).unwrap(), 19);
+        assert_eq!(skip_value(br#""a\"b" "#, 0).unwrap(), 6);
+        assert!(skip_value(br#"{"a":[1"#, 0).is_err());
+        assert_eq!(number_end(b"-1.5e+3,", 0).unwrap(), 7);
+        assert!(number_end(b"01", 0).is_ok_and(|e| e == 1));
+        assert!(number_end(b"1.", 0).is_err());
+        assert!(number_end(b"-", 0).is_err());
+        let mut out = Vec::new();
+        unescape(br"a\u00e9\n\ud83d\ude00", 0, &mut out).unwrap();
+        assert_eq!(std::str::from_utf8(&out).unwrap(), "a\u{e9}\n\u{1F600}");
+        assert!(unescape(br"\ud83d", 0, &mut out).is_err());
+    }
+}
