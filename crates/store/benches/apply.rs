@@ -5,7 +5,8 @@
 //!    spread over the writers; per run, commits/s and the p50/p99 latency of one `apply`, and the
 //!    mean group size (batches per transaction, i.e. per sync). The medians over the runs are
 //!    printed.
-//! 2. Criterion throughput benchmarks (`apply/<config>`, elements = commits).
+//! 2. Criterion throughput benchmarks (`apply/<config>`; one iteration = one commit per writer,
+//!    elements = commits, so criterion's `thrpt` is commits/s).
 //!
 //! Each writer applies small batches: one put of a fresh 16-byte key with a 100-byte value.
 //! The database lives in a temporary directory under `SLUICE_BENCH_DIR` (default: the system
@@ -176,18 +177,20 @@ fn latency_report(rt: &tokio::runtime::Runtime) {
 
 fn criterion_benches(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let mut group = c.benchmark_group("apply");
-    group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
     for config in CONFIGS {
         let f = fixture(rt, *config);
+        // One iteration = every writer commits once (so a sample never has fewer commits than
+        // writers); elements = commits.
+        group.throughput(Throughput::Elements(config.writers as u64));
         group.bench_with_input(
             BenchmarkId::from_parameter(config.name),
             config,
             |b, config| {
                 b.iter_custom(|iters| {
-                    let commits = usize::try_from(iters).unwrap().max(1);
+                    let commits = usize::try_from(iters).unwrap().max(1) * config.writers;
                     rt.block_on(run(&f, config.writers, commits)).0
                 });
             },

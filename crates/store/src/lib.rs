@@ -72,6 +72,7 @@ pub enum Op {
         key: Vec<u8>,
     },
     /// Precondition: `key` in `ns` is absent (`version: None`) or is at exactly `version`.
+    /// Like every op it is evaluated in batch order: it sees the batch's earlier ops.
     Expect {
         /// Namespace.
         ns: String,
@@ -202,6 +203,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Applies `batch` atomically and durably; returns the batch's commit sequence number.
     async fn apply(&self, batch: Batch) -> Result<u64, StoreError>;
 
-    /// Flushes and closes; later calls fail with [`StoreError::Closed`].
+    /// Flushes and closes; later calls fail with [`StoreError::Closed`]. Batches already
+    /// submitted when `close` is called are still committed and answered; closing a closed
+    /// store is a no-op.
     async fn close(&self) -> Result<(), StoreError>;
 }

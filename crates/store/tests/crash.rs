@@ -11,10 +11,11 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use sluice_store::sqlite::{SqliteOptions, SqliteStore, append_key};
+use sluice_store::sqlite::{SqliteOptions, SqliteStore, SyncMode, append_key};
 use sluice_store::{Batch, KeyRange, Store};
 
 const ENV_DB: &str = "SLUICE_STORE_CRASH_DB";
+const ENV_SYNC: &str = "SLUICE_STORE_CRASH_SYNC";
 const DATA: &str = "crash.data";
 const LOG: &str = "crash.log";
 const WRITERS: usize = 16;
@@ -27,13 +28,17 @@ const KILL_AFTER: usize = 400;
 #[ignore = "child process of kill_9_loses_no_acknowledged_write"]
 fn crash_child() {
     let db = std::env::var(ENV_DB).expect("run by kill_9_loses_no_acknowledged_write only");
+    let options = SqliteOptions {
+        sync: sync_mode(&std::env::var(ENV_SYNC).unwrap()),
+        ..SqliteOptions::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let store = Arc::new(SqliteStore::open(db.as_ref(), SqliteOptions::default()).unwrap());
+        let store = Arc::new(SqliteStore::open(db.as_ref(), options).unwrap());
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..WRITERS {
             let store = Arc::clone(&store);
@@ -57,8 +62,27 @@ fn crash_child() {
     });
 }
 
+fn sync_mode(name: &str) -> SyncMode {
+    match name {
+        "full" => SyncMode::Full,
+        "normal" => SyncMode::Normal,
+        other => panic!("unknown sync mode {other}"),
+    }
+}
+
 #[test]
 fn kill_9_loses_no_acknowledged_write() {
+    kill_9_mid_stream("full");
+}
+
+/// `synchronous = NORMAL` only risks the last commits on power loss: a killed process loses
+/// nothing acknowledged either.
+#[test]
+fn kill_9_loses_no_acknowledged_write_with_normal_sync() {
+    kill_9_mid_stream("normal");
+}
+
+fn kill_9_mid_stream(sync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("sluice.db");
     let mut child = Command::new(std::env::current_exe().unwrap())
@@ -70,6 +94,7 @@ fn kill_9_loses_no_acknowledged_write() {
             "--test-threads=1",
         ])
         .env(ENV_DB, &db)
+        .env(ENV_SYNC, sync)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -132,7 +157,11 @@ fn kill_9_loses_no_acknowledged_write() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let store = SqliteStore::open(&db, SqliteOptions::default()).unwrap();
+        let options = SqliteOptions {
+            sync: sync_mode(sync),
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(&db, options).unwrap();
         for (key, seq) in &acked {
             let got = store.get(DATA, key.as_bytes()).await.unwrap();
             assert_eq!(
