@@ -162,7 +162,9 @@ pub enum PrincipalMatch {
 pub(crate) fn principal_match(p: &Principals, who: &PrincipalInfo<'_>) -> PrincipalMatch {
     let m = principal_match_plain(p, who);
     if p.negated {
-        if m == PrincipalMatch::NotMatched {
+        // AWS: an account listed in NotPrincipal exempts only the account principal itself, not
+        // its users and roles (hence `!= Named`).
+        if m != PrincipalMatch::Named {
             PrincipalMatch::Named
         } else {
             PrincipalMatch::NotMatched

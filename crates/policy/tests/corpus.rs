@@ -11,6 +11,7 @@
 //!       "condition": <Condition block>                  (shorthand: Allow * on * with it)
 //!       "identity": ["<policy name>", ...],
 //!       "resource_policy": "<policy name>",
+//!       "resource_policy_as": "any" | "resource" | "key"  (default: key for KmsKey, else resource)
 //!       "kind": "Generic" | "KmsKey",
 //!       "resource_account": "111122223333",
 //!       "principal": "root:ACCT" | "user:ACCT:name" | "role:ACCT:role/session" | "service:ACCT:name",
@@ -172,10 +173,10 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
             let doc = named
                 .get(n)
                 .unwrap_or_else(|| panic!("{name}: no policy {n:?}"));
-            let r = if kind == ResourceKind::KmsKey {
-                Policy::parse_key_policy(doc)
-            } else {
-                Policy::parse_resource_policy(doc)
+            let r = match get("resource_policy_as") {
+                Some(k) => parse_kind(k, doc),
+                None if kind == ResourceKind::KmsKey => Policy::parse_key_policy(doc),
+                None => Policy::parse_resource_policy(doc),
             };
             r.unwrap_or_else(|e| panic!("{name}: {n}: {e}"))
         });
