@@ -1,0 +1,96 @@
+//! Configuration: command-line flags, `SLUICE_*` environment variables, a TOML file, defaults.
+//!
+//! Precedence, highest first: a flag on the command line, its environment variable, the TOML
+//! file named by `--config` / `SLUICE_CONFIG`, the built-in default. Every setting is listed in
+//! the README.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// Settings read from the TOML file; every member optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// Region served.
+    pub region: Option<String>,
+    /// Account id served.
+    pub account_id: Option<String>,
+    /// Largest accepted request body in bytes.
+    pub max_body_bytes: Option<usize>,
+    /// Log filter (tracing env-filter syntax).
+    pub log: Option<String>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// SQLite synchronous mode: `full` (default) or `normal`.
+    pub sqlite_sync: Option<String>,
+}
+
+/// The resolved configuration of `sluice serve`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Listen address (default 127.0.0.1:4566).
+    pub listen: SocketAddr,
+    /// Data directory (default ./.sluice).
+    pub data_dir: PathBuf,
+    /// Region (default us-east-1).
+    pub region: String,
+    /// Account id (default 000000000000).
+    pub account_id: String,
+    /// Largest request body accepted (default 8 MiB).
+    pub max_body_bytes: usize,
+    /// SQLite `synchronous=FULL` (true, default) or `NORMAL`.
+    pub sqlite_full_sync: bool,
+    /// Root access key pair from the environment, if given.
+    pub root_credentials: Option<(String, String)>,
+    /// Root key (base64) from the environment, if given.
+    pub root_key: Option<String>,
+}
+
+impl Config {
+    /// Defaults for everything, in `data_dir`.
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            listen: "127.0.0.1:4566".parse().expect("valid address"),
+            data_dir,
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            max_body_bytes: 8 * 1024 * 1024,
+            sqlite_full_sync: true,
+            root_credentials: None,
+            root_key: None,
+        }
+    }
+
+    /// Checks values a typo could make dangerous or meaningless.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
+            anyhow::bail!("account id must be 12 digits, got {:?}", self.account_id);
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            anyhow::bail!("region {:?} is not a valid region name", self.region);
+        }
+        if self.max_body_bytes < 1024 {
+            anyhow::bail!("max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+}
+
+/// Reads a TOML config file.
+pub fn read_file(path: &std::path::Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid config file {}: {e}", path.display()))
+}
