@@ -6,8 +6,8 @@
 //! `sluice.db-shm` (the WAL index). All three belong to the store; copy them together, or close
 //! the store first (closing checkpoints and truncates the WAL).
 //!
-//! The file is marked with `PRAGMA application_id = 0x736c7563` (`"sluc"`); a database with a
-//! different non-zero application id is refused. The schema version is `PRAGMA user_version`:
+//! The file is marked with `PRAGMA application_id = 0x736c7563` (`"sluc"`); a database with
+//! another application id, or without one but with tables, is refused untouched. The schema version is `PRAGMA user_version`:
 //! the number of [migrations](MIGRATIONS) applied. At open, the missing migrations are applied in
 //! order inside one transaction (all or nothing); a file whose `user_version` is larger than the
 //! number of migrations this binary knows was written by a newer sluice and is refused (never
@@ -209,22 +209,24 @@ fn configure(conn: &Connection, options: &SqliteOptions) -> Result<(), StoreErro
     .map_err(backend)
 }
 
-/// Applies the missing migrations (one transaction) after checking the file is ours and not
-/// newer than this binary.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let tx = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(backend)?;
-    let app_id: i32 = tx
+/// Checks that the file is a sluice store (or empty) whose schema this binary knows; returns the
+/// number of migrations applied.
+fn check_compatible(conn: &Connection) -> Result<usize, StoreError> {
+    let app_id: i32 = conn
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(backend)?;
-    let version: i64 = tx
+    let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(backend)?;
-    if app_id != 0 && app_id != APPLICATION_ID {
-        return Err(StoreError::Backend(format!(
-            "not a sluice store (application_id {app_id:#x})"
-        )));
+    if app_id != APPLICATION_ID {
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+            .map_err(backend)?;
+        if app_id != 0 || tables != 0 {
+            return Err(StoreError::Backend(format!(
+                "not a sluice store (application_id {app_id:#x}, {tables} schema objects)"
+            )));
+        }
     }
     let known = MIGRATIONS.len();
     let applied = usize::try_from(version)
@@ -235,7 +237,19 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
              it was written by a newer sluice; upgrade sluice to open it"
         )));
     }
-    if applied == known && app_id == APPLICATION_ID {
+    Ok(applied)
+}
+
+/// Applies the missing migrations (one transaction) after checking the file is ours and not
+/// newer than this binary.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(backend)?;
+    // Checked again under the write lock: another process may have migrated meanwhile.
+    let applied = check_compatible(&tx)?;
+    let known = MIGRATIONS.len();
+    if applied == known {
         return Ok(()); // nothing to do; the transaction rolls back (no writes).
     }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(applied) {
@@ -276,6 +290,8 @@ impl SqliteStore {
         )
         .map_err(backend)?;
         conn.busy_timeout(options.busy_timeout).map_err(backend)?;
+        // Before anything changes the file (switching to WAL writes its header).
+        check_compatible(&conn)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(backend)?;

@@ -93,6 +93,18 @@ async fn foreign_database_is_refused() {
         .unwrap();
     let err = SqliteStore::open(&f.path(), SqliteOptions::default()).unwrap_err();
     assert!(err.to_string().contains("not a sluice store"), "{err}");
+
+    // No application id but tables of its own: refused too, and left as it was (not WAL).
+    let other = f.dir.path().join("other.db");
+    raw(&other)
+        .execute_batch("CREATE TABLE kv(x); INSERT INTO kv VALUES (1);")
+        .unwrap();
+    let err = SqliteStore::open(&other, SqliteOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("not a sluice store"), "{err}");
+    let mode: String = raw(&other)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete");
 }
 
 #[tokio::test]
