@@ -1,10 +1,11 @@
 //! `SqliteStore::apply` throughput and latency with 1, 8 and 64 concurrent writers.
 //!
 //! Two parts:
-//! 1. A latency table printed first: for each configuration, `RUNS` runs of `COMMITS` commits
-//!    spread over the writers; per run, commits/s and the p50/p99 latency of one `apply`, and the
-//!    mean group size (batches per transaction, i.e. per sync). The medians over the runs are
-//!    printed.
+//! 1. A latency table printed first: `SLUICE_BENCH_RUNS` (default 5) rounds; each round runs
+//!    every configuration once (`COMMITS` commits spread over its writers, on a fresh store) and
+//!    a raw `fdatasync` loop for the disk's own sync cost. Per run: commits/s, p50/p99 latency of
+//!    one `apply`, and the mean group size (batches per transaction, i.e. per sync). The medians
+//!    over the rounds are printed.
 //! 2. Criterion throughput benchmarks (`apply/<config>`; one iteration = one commit per writer,
 //!    elements = commits, so criterion's `thrpt` is commits/s).
 //!
@@ -13,7 +14,8 @@
 //! temporary directory; point it at the disk you want to measure).
 //!
 //! Run: `cargo bench -p sluice-store --bench apply` (add `-- --quick` for a shorter criterion
-//! pass; `SLUICE_BENCH_RUNS=N` sets the latency runs).
+//! pass; `SLUICE_BENCH_RUNS=N` sets the latency rounds; `SLUICE_BENCH_SKIP_CRITERION=1` prints
+//! only the latency table).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,12 +75,16 @@ struct Fixture {
     next_key: Arc<AtomicU64>,
 }
 
-fn fixture(rt: &tokio::runtime::Runtime, config: Config) -> Fixture {
-    let dir = match std::env::var_os("SLUICE_BENCH_DIR") {
+fn bench_dir() -> tempfile::TempDir {
+    match std::env::var_os("SLUICE_BENCH_DIR") {
         Some(base) => tempfile::tempdir_in(base),
         None => tempfile::tempdir(),
     }
-    .unwrap();
+    .unwrap()
+}
+
+fn fixture(rt: &tokio::runtime::Runtime, config: Config) -> Fixture {
+    let dir = bench_dir();
     let options = SqliteOptions {
         sync: config.sync,
         max_group: config.max_group,
@@ -139,39 +145,86 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The disk's own sync cost, for context: `FSYNCS` rewrites of one 4 KiB block, each followed by
+/// `fdatasync`; returns the sorted latencies.
+fn raw_fsync() -> Vec<Duration> {
+    use std::io::{Seek, SeekFrom, Write};
+    const FSYNCS: usize = 300;
+    let dir = bench_dir();
+    let mut file = std::fs::File::create(dir.path().join("fsync.bin")).unwrap();
+    let block = vec![0xa5_u8; 4096];
+    let mut lat = Vec::with_capacity(FSYNCS);
+    for _ in 0..FSYNCS {
+        let t = Instant::now();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file.write_all(&block).unwrap();
+        file.sync_data().unwrap();
+        lat.push(t.elapsed());
+    }
+    lat.sort_unstable();
+    lat
+}
+
+#[derive(Default)]
+struct Samples {
+    rates: Vec<f64>,
+    p50s: Vec<f64>,
+    p99s: Vec<f64>,
+    groups: Vec<f64>,
+}
+
+impl Samples {
+    fn push(&mut self, wall: Duration, sorted: &[Duration], group: f64) {
+        self.rates.push(sorted.len() as f64 / wall.as_secs_f64());
+        self.p50s.push(percentile(sorted, 0.50).as_secs_f64() * 1e3);
+        self.p99s.push(percentile(sorted, 0.99).as_secs_f64() * 1e3);
+        self.groups.push(group);
+    }
+
+    fn print(self, name: &str) {
+        println!(
+            "{:<18} {:>10.0} {:>10.3} {:>10.3} {:>10.1}",
+            name,
+            median(self.rates),
+            median(self.p50s),
+            median(self.p99s),
+            median(self.groups)
+        );
+    }
+}
+
+/// Runs every configuration once per round, `runs` rounds (interleaved, so a burst of load on the
+/// machine hits every configuration alike), and prints the medians.
 fn latency_report(rt: &tokio::runtime::Runtime) {
     let runs: usize = std::env::var("SLUICE_BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    println!(
-        "apply latency: {runs} runs x {COMMITS} commits per configuration; medians of the runs"
-    );
-    println!(
-        "{:<18} {:>10} {:>10} {:>10} {:>10}",
-        "config", "commits/s", "p50 ms", "p99 ms", "batch/grp"
-    );
-    for config in CONFIGS {
-        let (mut rates, mut p50s, mut p99s, mut groups) = (vec![], vec![], vec![], vec![]);
-        for _ in 0..runs {
+    let mut fsync = Samples::default();
+    let mut samples: Vec<Samples> = CONFIGS.iter().map(|_| Samples::default()).collect();
+    for _ in 0..runs {
+        let lat = raw_fsync();
+        let wall = lat.iter().sum();
+        fsync.push(wall, &lat, 1.0);
+        for (config, samples) in CONFIGS.iter().zip(&mut samples) {
             let f = fixture(rt, *config);
             let (wall, mut lat) = rt.block_on(run(&f, config.writers, COMMITS));
             let stats = f.store.stats();
             rt.block_on(f.store.close()).unwrap();
             lat.sort_unstable();
-            rates.push(COMMITS as f64 / wall.as_secs_f64());
-            p50s.push(percentile(&lat, 0.50).as_secs_f64() * 1e3);
-            p99s.push(percentile(&lat, 0.99).as_secs_f64() * 1e3);
-            groups.push(stats.batches as f64 / stats.groups as f64);
+            samples.push(wall, &lat, stats.batches as f64 / stats.groups as f64);
         }
-        println!(
-            "{:<18} {:>10.0} {:>10.3} {:>10.3} {:>10.1}",
-            config.name,
-            median(rates),
-            median(p50s),
-            median(p99s),
-            median(groups)
-        );
+    }
+    println!(
+        "apply latency: {runs} rounds x {COMMITS} commits per configuration; medians of the rounds"
+    );
+    println!(
+        "{:<18} {:>10} {:>10} {:>10} {:>10}",
+        "config", "commits/s", "p50 ms", "p99 ms", "batch/grp"
+    );
+    fsync.print("raw 4KiB fdatasync");
+    for (config, samples) in CONFIGS.iter().zip(samples) {
+        samples.print(config.name);
     }
 }
 
@@ -212,6 +265,8 @@ fn main() {
     if !test_mode {
         latency_report(&rt);
     }
-    criterion_benches(&mut c, &rt);
-    c.final_summary();
+    if std::env::var_os("SLUICE_BENCH_SKIP_CRITERION").is_none() {
+        criterion_benches(&mut c, &rt);
+        c.final_summary();
+    }
 }

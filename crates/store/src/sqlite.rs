@@ -7,11 +7,11 @@
 //! the store first (closing checkpoints and truncates the WAL).
 //!
 //! The file is marked with `PRAGMA application_id = 0x736c7563` (`"sluc"`); a database with
-//! another application id, or without one but with tables, is refused untouched. The schema version is `PRAGMA user_version`:
-//! the number of [migrations](MIGRATIONS) applied. At open, the missing migrations are applied in
-//! order inside one transaction (all or nothing); a file whose `user_version` is larger than the
-//! number of migrations this binary knows was written by a newer sluice and is refused (never
-//! touched) with [`StoreError::Backend`] saying so.
+//! another application id, or without one but with tables, is refused untouched. The schema
+//! version is `PRAGMA user_version`: the number of [migrations](MIGRATIONS) applied. At open, the
+//! missing migrations are applied in order inside one transaction (all or nothing); a file whose
+//! `user_version` is larger than the number of migrations this binary knows was written by a
+//! newer sluice and is refused (never touched) with [`StoreError::Backend`] saying so.
 //!
 //! Schema (migration 1):
 //! - `kv(ns TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
@@ -37,8 +37,8 @@
 //!   transaction: each batch runs inside its own `SAVEPOINT`; a failed `Op::Expect` (or an
 //!   engine error) rolls back only that savepoint and answers that caller alone
 //!   ([`StoreError::Conflict`]); each successful batch is released and gets the next commit
-//!   sequence number, so numbers are distinct, increasing in commit order, and gap-free among
-//!   successful batches of a process run. Then `last_seq` is stored and the transaction commits
+//!   sequence number, so numbers are distinct and increase in commit order (a rejected batch
+//!   consumes none). Then `last_seq` is stored and the transaction commits
 //!   once: **one sync for the whole group** (group commit). Only after the commit returns are the
 //!   callers answered. If the commit itself fails, every batch of the group is answered
 //!   [`StoreError::Backend`] and nothing of the group is visible.
@@ -57,6 +57,16 @@
 //! an acknowledged write still survives the process being killed (it is in the OS page cache) and
 //! the database is never corrupted, but the last transactions before a power loss or kernel crash
 //! may be rolled back. Normal trades that window for not paying an fsync per group.
+//!
+//! The writer connection checkpoints automatically every 1000 WAL pages (`wal_autocheckpoint`,
+//! passive: it copies what no reader still needs and never blocks readers), and
+//! `journal_size_limit` (64 MiB) truncates an oversized WAL afterwards.
+//!
+//! # Recovery
+//! Nothing of sluice's own: after a crash, the next open lets SQLite replay the WAL. A group
+//! transaction is one WAL commit frame set with checksums; a group whose commit frame did not
+//! reach the disk is discarded whole, so a batch is never half there, and every batch that was
+//! acknowledged is (tested by killing a writer process with SIGKILL, `tests/crash.rs`).
 //!
 //! # Shutdown
 //! [`Store::close`] refuses new calls, lets the writer finish every batch already queued, then
@@ -301,6 +311,12 @@ impl SqliteStore {
             )));
         }
         configure(&conn, &options)?;
+        // Checkpoints run automatically every 1000 WAL pages (passive: they never wait for
+        // readers); after one, a WAL file larger than this is truncated back to it.
+        conn.execute_batch(
+            "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 67108864;",
+        )
+        .map_err(backend)?;
         migrate(&mut conn)?;
 
         let mut readers = Vec::with_capacity(options.read_connections);
