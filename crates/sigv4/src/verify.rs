@@ -636,21 +636,21 @@ fn check_time(
     let t = auth.timestamp;
     let skew = policy.max_skew;
     let now_text = format_amz_date(now);
-    if t > now + skew {
+    if t > now.saturating_add(skew) {
         return Err(invalid(format!(
             "Signature not yet current: {} is still later than {} ({now_text} + {})",
             format_amz_date(t),
-            format_amz_date(now + skew),
+            format_amz_date(now.saturating_add(skew)),
             minutes_text(skew)
         )));
     }
     match auth.expires {
         None => {
-            if t < now - skew {
+            if t < now.saturating_sub(skew) {
                 return Err(invalid(format!(
                     "Signature expired: {} is now earlier than {} ({now_text} - {})",
                     format_amz_date(t),
-                    format_amz_date(now - skew),
+                    format_amz_date(now.saturating_sub(skew)),
                     minutes_text(skew)
                 )));
             }
@@ -662,7 +662,9 @@ fn check_time(
                     policy.max_presign_expires.min(MAX_PRESIGN_EXPIRES)
                 )));
             }
-            let expiry = t + Duration::seconds(i64::try_from(expires).unwrap_or(i64::MAX));
+            let expiry = t.saturating_add(Duration::seconds(
+                i64::try_from(expires).unwrap_or(i64::MAX),
+            ));
             if now > expiry {
                 return Err(invalid(format!(
                     "Signature expired: {} is now earlier than {now_text}.",
