@@ -171,22 +171,53 @@ pub(crate) fn literal_end(buf: &[u8], i: usize, lit: &[u8]) -> Res<usize> {
     }
 }
 
-/// Byte classes for the container skip: 1 = quote, 2 = open, 3 = close, 0 = other.
-const CLASS: [u8; 256] = {
-    let mut t = [0u8; 256];
-    t[b'"' as usize] = 1;
-    t[b'{' as usize] = 2;
-    t[b'[' as usize] = 2;
-    t[b'}' as usize] = 3;
-    t[b']' as usize] = 3;
-    t
-};
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// SWAR: high bit set in (at least) the lowest byte of `w` equal to `b`. Bytes above a true
+/// match may be flagged spuriously (borrow), so only the lowest flag is meaningful.
+#[inline(always)]
+fn eq_mask(w: u64, b: u8) -> u64 {
+    let t = w ^ (LO * u64::from(b));
+    t.wrapping_sub(LO) & !t & HI
+}
+
+#[inline(always)]
+fn word(buf: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[i..i + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// Skips string contents without validating them; `i` is just after the opening quote.
+/// Returns the index just after the closing quote.
+#[inline]
+fn skip_string_fast(buf: &[u8], mut i: usize) -> Res<usize> {
+    let n = buf.len();
+    loop {
+        while i + 8 <= n {
+            let w = word(buf, i);
+            let m = eq_mask(w, b'"') | eq_mask(w, b'\\');
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        match buf.get(i) {
+            Some(b'"') => return Ok(i + 1),
+            Some(b'\\') => i += 2,
+            Some(_) => i += 1,
+            None => return err(n, "unterminated string"),
+        }
+    }
+}
 
 /// Skips the value starting at `i` (after whitespace); returns the index after it.
 #[inline]
 pub(crate) fn skip_value(buf: &[u8], i: usize) -> Res<usize> {
     match buf.get(i) {
-        Some(b'"') => Ok(string_end(buf, i + 1)?.0 + 1),
+        Some(b'"') => skip_string_fast(buf, i + 1),
         Some(b'{' | b'[') => skip_container(buf, i),
         Some(b't') => literal_end(buf, i, b"true"),
         Some(b'f') => literal_end(buf, i, b"false"),
@@ -197,41 +228,51 @@ pub(crate) fn skip_value(buf: &[u8], i: usize) -> Res<usize> {
     }
 }
 
-/// Skips an object or array starting at `start` by tracking bracket depth and strings.
+/// Skips an object or array starting at `start` by tracking bracket depth and strings. Eight
+/// bytes at a time (SWAR) between structural characters; `[`/`{` and `]`/`}` are found together
+/// by OR-ing 0x20 into every byte (only `[`,`{` map to `{` and only `]`,`}` to `}`).
 pub(crate) fn skip_container(buf: &[u8], start: usize) -> Res<usize> {
-    let mut depth = 0usize;
+    skip_nested(buf, start, 0)
+}
+
+/// Skips the rest of an object or array whose opening bracket has been read: `i` is anywhere
+/// inside it at nesting level 1 (not inside a string). Returns the index after its closing
+/// bracket.
+pub(crate) fn skip_rest(buf: &[u8], i: usize) -> Res<usize> {
+    skip_nested(buf, i, 1)
+}
+
+fn skip_nested(buf: &[u8], start: usize, mut depth: usize) -> Res<usize> {
     let mut i = start;
     let n = buf.len();
-    while i < n {
-        match CLASS[buf[i] as usize] {
-            0 => i += 1,
-            1 => {
-                i += 1;
-                // inline string skip: most strings in skipped subtrees are short keys
-                loop {
-                    match buf.get(i) {
-                        Some(b'"') => break,
-                        Some(b'\\') => i += 2,
-                        Some(_) => i += 1,
-                        None => return err(i, "unterminated string"),
-                    }
-                }
-                i += 1;
+    loop {
+        while i + 8 <= n {
+            let w = word(buf, i);
+            let x = w | (LO * 0x20);
+            let m = eq_mask(w, b'"') | eq_mask(x, b'{') | eq_mask(x, b'}');
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
             }
-            2 => {
+            i += 8;
+        }
+        match buf.get(i) {
+            Some(b'"') => i = skip_string_fast(buf, i + 1)?,
+            Some(b'{' | b'[') => {
                 depth += 1;
                 i += 1;
             }
-            _ => {
+            Some(b'}' | b']') => {
                 depth -= 1;
                 i += 1;
                 if depth == 0 {
                     return Ok(i);
                 }
             }
+            Some(_) => i += 1,
+            None => return err(n, "unterminated object or array"),
         }
     }
-    err(n, "unterminated object or array")
 }
 
 #[cfg(test)]
@@ -243,6 +284,10 @@ mod tests {
         assert_eq!(skip_value(br#"{"a":[1,{"b":"}"}]} x"#, 0).unwrap(), 19);
         assert_eq!(skip_value(br#""a\"b" "#, 0).unwrap(), 6);
         assert!(skip_value(br#"{"a":[1"#, 0).is_err());
+        let long = br#"{"key_one":"a long string value \" with quote","k":[[1,2,3],{"x":"]}"}],"z":null} "#;
+        assert_eq!(skip_value(long, 0).unwrap(), long.len() - 1);
+        assert_eq!(skip_value(br#""0123456789\"0123456789"x"#, 0).unwrap(), 24);
+        assert!(skip_value(br#""0123456789abcdefgh"#, 0).is_err());
         assert_eq!(number_end(b"-1.5e+3,", 0).unwrap(), 7);
         assert!(number_end(b"01", 0).is_ok_and(|e| e == 1));
         assert!(number_end(b"1.", 0).is_err());

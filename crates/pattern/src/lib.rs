@@ -17,8 +17,12 @@
 //!
 //! Events given to the matcher must be JSON objects. The scanner fully lexes the parts of the
 //! event that rules reference; subtrees under keys no rule references are skipped with a
-//! string- and bracket-aware scan that does not check every JSON rule inside them (callers that
-//! need strict validation parse the event first, as the event bus does at `PutEvents`).
+//! string- and bracket-aware scan that does not check every JSON rule inside them, and once all
+//! keys the rules reference in an object have been seen, the rest of that object is skipped
+//! (at the top level: not read at all). So a malformed event is reported when the malformation
+//! lies in what the scan reads, not always; callers that need strict validation parse the event
+//! first, as the event bus does at `PutEvents`. A key repeated within one object counts at its
+//! first occurrence (quamina does the same; JSON leaves duplicates undefined).
 //!
 //! Fuzzing: `crates/pattern/fuzz` (cargo-fuzz layout, outside the workspace). Run from
 //! `crates/pattern`: `RUSTC_BOOTSTRAP=1 cargo fuzz run parse_pattern -- -max_total_time=300`

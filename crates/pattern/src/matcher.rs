@@ -36,18 +36,29 @@ use std::sync::{Arc, Mutex};
 
 const NONE: u32 = u32::MAX;
 
+/// Child lookup by raw key bytes; yields (node, ordinal among siblings).
 #[derive(Debug, Clone)]
 enum Children {
     Small(Vec<(Box<[u8]>, u32)>),
-    Map(HashMap<Box<[u8]>, u32, RandomState>),
+    Map(HashMap<Box<[u8]>, (u32, u32), RandomState>),
 }
 
 impl Children {
     #[inline]
-    fn get(&self, key: &[u8]) -> Option<u32> {
+    fn get(&self, key: &[u8]) -> Option<(u32, u32)> {
         match self {
-            Children::Small(v) => v.iter().find(|(k, _)| **k == *key).map(|(_, n)| *n),
+            Children::Small(v) => v
+                .iter()
+                .position(|(k, _)| **k == *key)
+                .map(|p| (v[p].1, p as u32)),
             Children::Map(m) => m.get(key).copied(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Children::Small(v) => v.len(),
+            Children::Map(m) => m.len(),
         }
     }
 }
@@ -171,7 +182,7 @@ impl<Id: Clone> Compiled<Id> {
         for seg in path {
             let key = seg.as_bytes();
             at = match self.nodes[at].children.get(key) {
-                Some(n) => n as usize,
+                Some((n, _)) => n as usize,
                 None => {
                     let id = self.nodes.len() as u32;
                     self.nodes.push(PathNode {
@@ -183,12 +194,17 @@ impl<Id: Clone> Compiled<Id> {
                         Children::Small(v) => {
                             v.push((key.into(), id));
                             if v.len() > 6 {
-                                let m = v.drain(..).collect();
+                                let m = v
+                                    .drain(..)
+                                    .enumerate()
+                                    .map(|(o, (k, n))| (k, (n, o as u32)))
+                                    .collect();
                                 self.nodes[at].children = Children::Map(m);
                             }
                         }
                         Children::Map(m) => {
-                            m.insert(key.into(), id);
+                            let ordinal = m.len() as u32;
+                            m.insert(key.into(), (id, ordinal));
                         }
                     }
                     id as usize
@@ -233,6 +249,7 @@ impl<Id: Clone> Compiled<Id> {
         scratch.prepare(self);
         let mut sc = Scan {
             buf: event,
+            stopped: false,
             c: self,
             s: scratch,
             out,
@@ -243,7 +260,7 @@ impl<Id: Clone> Compiled<Id> {
         }
         let end = sc.object(i, 0, 0)?;
         let end = json::skip_ws(event, end);
-        if end != event.len() {
+        if !sc.stopped && end != event.len() {
             return err(end, "trailing characters after the event");
         }
         sc.decide();
@@ -335,6 +352,7 @@ impl Scratch {
 
 struct Scan<'a, 'c, Id> {
     buf: &'a [u8],
+    stopped: bool,
     c: &'c Compiled<Id>,
     s: &'c mut Scratch,
     out: &'c mut Vec<u32>,
@@ -348,11 +366,18 @@ enum Val<'a> {
 
 impl<Id> Scan<'_, '_, Id> {
     /// `i` at `{`; returns the index after the matching `}`.
+    ///
+    /// Each referenced key counts at its first occurrence only; once every key the rules
+    /// reference under `node` has been seen, the rest of the object is skipped, and at the root
+    /// not read at all (`self.stopped`).
     fn object(&mut self, mut i: usize, node: usize, depth: usize) -> Res<usize> {
         if depth > self.c.max_event_depth {
             return err(i, "event nests too deeply");
         }
         let buf = self.buf;
+        let wanted = self.c.nodes[node].children.len();
+        let mut seen: smallvec::SmallVec<[u64; 1]> = smallvec::smallvec![0; wanted.div_ceil(64)];
+        let mut found = 0usize;
         i = json::skip_ws(buf, i + 1);
         if buf.get(i) == Some(&b'}') {
             return Ok(i + 1);
@@ -377,16 +402,33 @@ impl<Id> Scan<'_, '_, Id> {
                 return err(i, "expected ':'");
             }
             i = json::skip_ws(buf, i + 1);
+            let child = child.filter(|&(_, ord)| {
+                let (w, bit) = (ord as usize / 64, 1u64 << (ord % 64));
+                let first = seen[w] & bit == 0;
+                seen[w] |= bit;
+                first
+            });
             i = match child {
                 None => json::skip_value(buf, i)?,
-                Some(ch) => self.value(i, ch as usize, depth + 1)?,
+                Some((ch, _)) => {
+                    found += 1;
+                    self.value(i, ch as usize, depth + 1)?
+                }
             };
             i = json::skip_ws(buf, i);
-            match buf.get(i) {
-                Some(b',') => i = json::skip_ws(buf, i + 1),
+            let more = match buf.get(i) {
+                Some(b',') => true,
                 Some(b'}') => return Ok(i + 1),
                 _ => return err(i, "expected ',' or '}'"),
+            };
+            if more && found == wanted {
+                if node == 0 {
+                    self.stopped = true;
+                    return Ok(buf.len());
+                }
+                return json::skip_rest(buf, i);
             }
+            i = json::skip_ws(buf, i + 1);
         }
     }
 

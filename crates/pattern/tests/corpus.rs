@@ -131,3 +131,45 @@ fn corpus_in_one_shared_matcher() {
         );
     }
 }
+
+/// The scanner's documented event handling: first occurrence of a repeated key wins, keys no
+/// rule references are skipped, malformed input inside what is read is an error.
+#[test]
+fn scanner_event_handling() {
+    let m = Matcher::<u32>::new();
+    m.add_pattern(1, r#"{"a":["x"],"b":{"c":[1]}}"#).unwrap();
+    assert_eq!(
+        m.matches_for_event(br#"{"a":"x","a":"y","b":{"c":1}}"#)
+            .unwrap(),
+        vec![1]
+    );
+    assert!(
+        m.matches_for_event(br#"{"a":"y","a":"x","b":{"c":1}}"#)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        m.matches_for_event(
+            br#" { "z" : [ {"q":"}"} , "]" ] , "b" : { "d":[1,2] , "c" : 1.0e0 } , "a" : "x" } "#
+        )
+        .unwrap(),
+        vec![1]
+    );
+    for bad in [
+        &br#"{"a":"x","b":{"c":01}}"#[..],
+        br#"{"a":x}"#,
+        br#"["a"]"#,
+        br#"{"a":"x""#,
+        b"",
+        br#"{"a" "x"}"#,
+    ] {
+        assert!(
+            m.matches_for_event(bad).is_err(),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    // nothing referenced after "b": the tail is not read (documented), but a bad tail inside a
+    // nested referenced object is still found
+    assert!(m.matches_for_event(br#"{"b":{"c":1,"d":[}}"#).is_err());
+}
