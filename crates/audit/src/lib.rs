@@ -153,7 +153,10 @@ impl AuditFilter {
     /// Whether `r` passes every filter.
     pub fn matches(&self, r: &AuditRecord) -> bool {
         if let Some(res) = &self.resource
-            && !r.resources.iter().any(|x| x.arn == *res || x.arn.contains(res.as_str()))
+            && !r
+                .resources
+                .iter()
+                .any(|x| x.arn == *res || x.arn.contains(res.as_str()))
         {
             return false;
         }
@@ -312,14 +315,10 @@ impl AuditLog {
                 start: None,
                 end: end.clone(),
             };
-            let rows = self
-                .store
-                .scan(NS, range, PAGE, true)
-                .await
-                .map_err(|e| {
-                    tracing::error!(error = %e, "audit read failed");
-                    AwsError::internal()
-                })?;
+            let rows = self.store.scan(NS, range, PAGE, true).await.map_err(|e| {
+                tracing::error!(error = %e, "audit read failed");
+                AwsError::internal()
+            })?;
             let n = rows.len();
             for (key, v) in rows {
                 end = Some(key.clone());

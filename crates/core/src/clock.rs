@@ -48,8 +48,10 @@ impl ManualClock {
 
     /// Sets the clock.
     pub fn set(&self, t: OffsetDateTime) {
-        self.millis
-            .store((t.unix_timestamp_nanos() / 1_000_000) as i64, Ordering::SeqCst);
+        self.millis.store(
+            (t.unix_timestamp_nanos() / 1_000_000) as i64,
+            Ordering::SeqCst,
+        );
     }
 }
 

@@ -59,10 +59,7 @@ pub fn parse_header(blob: &[u8]) -> Option<CiphertextHeader> {
         return None;
     }
     let key_id = std::str::from_utf8(&blob[1..1 + KEY_ID_LEN]).ok()?;
-    if !key_id
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'-')
-    {
+    if !key_id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
         return None;
     }
     let material_id = u32::from_be_bytes(blob[1 + KEY_ID_LEN..HEADER_LEN].try_into().ok()?);

@@ -19,6 +19,7 @@
 pub mod authz;
 pub mod model;
 mod ops;
+pub mod policy_authz;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use sluice_store::Store;
 
 pub use authz::{Authorizer, DefaultAuthorizer};
 use model::{KeyRecord, NS_KEYS};
+pub use policy_authz::{IdentityPolicies, NoIdentityPolicies, PolicyAuthorizer};
 
 /// The event source of KMS audit records.
 pub const EVENT_SOURCE: &str = "kms.amazonaws.com";
@@ -120,7 +122,12 @@ impl Kms {
 
     /// Handles one wire operation (`op` is the part of X-Amz-Target after `TrentService.`);
     /// `input` has already been validated against the operation's model.
-    pub async fn handle(&self, op: &str, ctx: &CallContext, input: Value) -> Result<Value, AwsError> {
+    pub async fn handle(
+        &self,
+        op: &str,
+        ctx: &CallContext,
+        input: Value,
+    ) -> Result<Value, AwsError> {
         ops::dispatch(self, op, ctx, input).await
     }
 

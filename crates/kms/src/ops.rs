@@ -278,10 +278,9 @@ fn req_s<'a>(input: &'a Value, name: &str) -> Result<&'a str, AwsError> {
 fn blob(input: &Value, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, AwsError> {
     match s(input, name) {
         None => Ok(None),
-        Some(t) => B64
-            .decode(t)
-            .map(|v| Some(Zeroizing::new(v)))
-            .map_err(|_| AwsError::serialization(format!("Value for '{name}' is not valid base64."))),
+        Some(t) => B64.decode(t).map(|v| Some(Zeroizing::new(v))).map_err(|_| {
+            AwsError::serialization(format!("Value for '{name}' is not valid base64."))
+        }),
     }
 }
 
@@ -303,7 +302,10 @@ fn canonical(c: &BTreeMap<String, String>) -> Vec<u8> {
 }
 
 fn dry_run(input: &Value) -> bool {
-    input.get("DryRun").and_then(Value::as_bool).unwrap_or(false)
+    input
+        .get("DryRun")
+        .and_then(Value::as_bool)
+        .unwrap_or(false)
 }
 
 fn dry_run_error() -> AwsError {
@@ -339,9 +341,7 @@ fn parse_key_ref(k: &Kms, raw: &str) -> Result<KeyRef, AwsError> {
             return Err(not_found(format!("Invalid arn {raw}")));
         }
         if parts[2] != k.cfg.region || parts[3] != k.cfg.account {
-            return Err(not_found(format!(
-                "Key '{raw}' does not exist"
-            )));
+            return Err(not_found(format!("Key '{raw}' does not exist")));
         }
         let res = parts[4];
         if let Some(id) = res.strip_prefix("key/") {
@@ -384,9 +384,7 @@ async fn resolve(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>,
                 .get(NS_ALIASES, alias.as_bytes())
                 .await
                 .map_err(internal)?
-                .ok_or_else(|| {
-                    not_found(format!("Alias {} is not found.", k.alias_arn(&alias)))
-                })?;
+                .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(&alias))))?;
             let rec: AliasRecord = serde_json::from_slice(&rec.value).map_err(internal)?;
             rec.target_key_id
         }
@@ -396,9 +394,15 @@ async fn resolve(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>,
         .await?
         .ok_or_else(|| not_found(format!("Key '{}' does not exist", k.key_arn(&id))))?;
     if key.record.state == "PendingDeletion"
-        && key.record.deletion_ms.is_some_and(|d| d <= k.clock.now_millis())
+        && key
+            .record
+            .deletion_ms
+            .is_some_and(|d| d <= k.clock.now_millis())
     {
-        return Err(not_found(format!("Key '{}' does not exist", key.record.arn)));
+        return Err(not_found(format!(
+            "Key '{}' does not exist",
+            key.record.arn
+        )));
     }
     a.key(&key.record.arn);
     Ok(key)
@@ -464,11 +468,7 @@ fn key_put(batch: Batch, key: &LoadedKey, record: &KeyRecord) -> Batch {
         )
 }
 
-fn mutate(
-    key: &LoadedKey,
-    response: Value,
-    f: impl FnOnce(&mut KeyRecord),
-) -> Outcome {
+fn mutate(key: &LoadedKey, response: Value, f: impl FnOnce(&mut KeyRecord)) -> Outcome {
     let mut rec = key.record.clone();
     f(&mut rec);
     Outcome::write(response, key_put(Batch::new(), key, &rec), &rec.key_id)
@@ -481,7 +481,10 @@ fn parse_tags(input: &Value) -> Result<Vec<(String, String)>, AwsError> {
     if let Some(Value::Array(tags)) = input.get("Tags") {
         for t in tags {
             let key = t.get("TagKey").and_then(Value::as_str).unwrap_or_default();
-            let val = t.get("TagValue").and_then(Value::as_str).unwrap_or_default();
+            let val = t
+                .get("TagValue")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if key.starts_with("aws:") {
                 return Err(AwsError::client(
                     "TagException",
@@ -498,7 +501,10 @@ fn parse_tags(input: &Value) -> Result<Vec<(String, String)>, AwsError> {
     Ok(out)
 }
 
-fn merge_tags(existing: &mut Vec<(String, String)>, new: Vec<(String, String)>) -> Result<(), AwsError> {
+fn merge_tags(
+    existing: &mut Vec<(String, String)>,
+    new: Vec<(String, String)>,
+) -> Result<(), AwsError> {
     for (key, val) in new {
         if let Some(e) = existing.iter_mut().find(|(k, _)| *k == key) {
             e.1 = val;
@@ -606,7 +612,9 @@ async fn create_key(
     if spec != "SYMMETRIC_DEFAULT" {
         return Err(AwsError::client(
             "UnsupportedOperationException",
-            format!("KeySpec {spec} is not supported by sluice yet; only SYMMETRIC_DEFAULT keys can be created."),
+            format!(
+                "KeySpec {spec} is not supported by sluice yet; only SYMMETRIC_DEFAULT keys can be created."
+            ),
         ));
     }
     let usage = s(input, "KeyUsage").unwrap_or("ENCRYPT_DECRYPT");
@@ -669,7 +677,11 @@ async fn create_key(
             record.key_id.as_bytes(),
             serde_json::to_vec(&record).expect("key records serialize"),
         );
-    let mut out = Outcome::write(json!({"KeyMetadata": record.metadata()}), batch, &record.key_id);
+    let mut out = Outcome::write(
+        json!({"KeyMetadata": record.metadata()}),
+        batch,
+        &record.key_id,
+    );
     out.elements = json!({"keyMetadata": {"keyId": record.key_id, "arn": record.arn}});
     _a.key(&record.arn);
     Ok(out)
@@ -740,7 +752,11 @@ async fn set_enabled(
     enable: bool,
 ) -> Result<Outcome, AwsError> {
     let key = resolve(k, req_s(input, "KeyId")?, a).await?;
-    let action = if enable { "kms:EnableKey" } else { "kms:DisableKey" };
+    let action = if enable {
+        "kms:EnableKey"
+    } else {
+        "kms:DisableKey"
+    };
     authorize(k, ctx, action, &key.record, None)?;
     require_not_pending(&key.record)?;
     require_customer(&key.record, if enable { "EnableKey" } else { "DisableKey" })?;
@@ -757,8 +773,6 @@ async fn schedule_deletion(
 ) -> Result<Outcome, AwsError> {
     let key = resolve(k, req_s(input, "KeyId")?, a).await?;
     authorize(k, ctx, "kms:ScheduleKeyDeletion", &key.record, None)?;
-    require_customer(&key.record, "ScheduleKeyDeletion")?;
-    require_not_pending(&key.record)?;
     let days = input
         .get("PendingWindowInDays")
         .and_then(Value::as_u64)
@@ -768,6 +782,8 @@ async fn schedule_deletion(
             "1 validation error detected: Value '{days}' at 'pendingWindowInDays' failed to satisfy constraint: Member must have value between 7 and 30"
         )));
     }
+    require_customer(&key.record, "ScheduleKeyDeletion")?;
+    require_not_pending(&key.record)?;
     let deletion = k.clock.now_millis() + days as i64 * DAY_MS;
     let resp = json!({
         "KeyId": key.record.arn,
@@ -850,11 +866,7 @@ async fn load_alias(k: &Kms, name: &str) -> Result<Option<(AliasRecord, u64)>, A
     }
 }
 
-async fn target_key(
-    k: &Kms,
-    raw: &str,
-    a: &mut AuditCtx,
-) -> Result<Arc<LoadedKey>, AwsError> {
+async fn target_key(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>, AwsError> {
     if raw.starts_with("alias/") || raw.contains(":alias/") {
         return Err(AwsError::validation(
             "TargetKeyId must be a key id or key ARN, not an alias.",
@@ -884,7 +896,10 @@ async fn create_alias(
     if load_alias(k, name).await?.is_some() {
         return Err(AwsError::client(
             "AlreadyExistsException",
-            format!("An alias with the name {} already exists", k.alias_arn(name)),
+            format!(
+                "An alias with the name {} already exists",
+                k.alias_arn(name)
+            ),
         ));
     }
     let now = k.clock.now_millis();
@@ -928,7 +943,11 @@ async fn update_alias(
     rec.updated_ms = k.clock.now_millis();
     let batch = Batch::new()
         .expect(NS_ALIASES, name.as_bytes(), Some(version))
-        .put(NS_ALIASES, name.as_bytes(), serde_json::to_vec(&rec).expect("json"));
+        .put(
+            NS_ALIASES,
+            name.as_bytes(),
+            serde_json::to_vec(&rec).expect("json"),
+        );
     Ok(Outcome {
         response: json!({}),
         batch: Some(batch),
@@ -1114,9 +1133,9 @@ async fn list_tags(
     let limit = input.get("Limit").and_then(Value::as_u64).unwrap_or(50) as usize;
     let start: usize = match s(input, "Marker") {
         None => 0,
-        Some(m) => m.parse().map_err(|_| {
-            AwsError::client("InvalidMarkerException", "The marker is not valid.")
-        })?,
+        Some(m) => m
+            .parse()
+            .map_err(|_| AwsError::client("InvalidMarkerException", "The marker is not valid."))?,
     };
     let tags: Vec<Value> = key
         .record
@@ -1202,15 +1221,27 @@ fn check_algorithm(input: &Value, name: &str) -> Result<(), AwsError> {
         None | Some("SYMMETRIC_DEFAULT") => Ok(()),
         Some(other) => Err(AwsError::client(
             "InvalidKeyUsageException",
-            format!("The encryption algorithm {other} is not compatible with a SYMMETRIC_DEFAULT key."),
+            format!(
+                "The encryption algorithm {other} is not compatible with a SYMMETRIC_DEFAULT key."
+            ),
         )),
     }
 }
 
-fn seal_with(key: &LoadedKey, enc: &BTreeMap<String, String>, plaintext: &[u8]) -> Result<Vec<u8>, AwsError> {
+fn seal_with(
+    key: &LoadedKey,
+    enc: &BTreeMap<String, String>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, AwsError> {
     let id = key.record.current_material;
     let m = key.material(id).ok_or_else(AwsError::internal)?;
-    Ok(encrypt_with_material(m, &key.record.key_id, id, &canonical(enc), plaintext))
+    Ok(encrypt_with_material(
+        m,
+        &key.record.key_id,
+        id,
+        &canonical(enc),
+        plaintext,
+    ))
 }
 
 fn invalid_ciphertext() -> AwsError {
@@ -1272,14 +1303,23 @@ async fn open_ciphertext(
         }
     }
     authorize(k, ctx, action, &key.record, Some(enc))?;
-    if key.record.deletion_ms.is_some_and(|d| d <= k.clock.now_millis()) {
-        return Err(not_found(format!("Key '{}' does not exist", key.record.arn)));
+    if key
+        .record
+        .deletion_ms
+        .is_some_and(|d| d <= k.clock.now_millis())
+    {
+        return Err(not_found(format!(
+            "Key '{}' does not exist",
+            key.record.arn
+        )));
     }
     require_usable(&key.record)?;
     if dry {
         return Err(dry_run_error());
     }
-    let m = key.material(header.material_id).ok_or_else(invalid_ciphertext)?;
+    let m = key
+        .material(header.material_id)
+        .ok_or_else(invalid_ciphertext)?;
     let pt = decrypt_with_material(m, blob, &canonical(enc)).ok_or_else(invalid_ciphertext)?;
     Ok((key, pt))
 }
@@ -1447,9 +1487,7 @@ async fn generate_random(k: &Kms, ctx: &CallContext, input: &Value) -> Result<Ou
             )));
         }
         None => {
-            return Err(AwsError::validation(
-                "NumberOfBytes is required.",
-            ));
+            return Err(AwsError::validation("NumberOfBytes is required."));
         }
     };
     let bytes = sluice_crypto::random_bytes(n);
@@ -1643,7 +1681,12 @@ pub(crate) async fn maintenance(k: &Kms) -> Result<(), AwsError> {
     }
 }
 
-async fn delete_key_now(k: &Kms, svc: &CallContext, rec: &KeyRecord, version: u64) -> Result<(), AwsError> {
+async fn delete_key_now(
+    k: &Kms,
+    svc: &CallContext,
+    rec: &KeyRecord,
+    version: u64,
+) -> Result<(), AwsError> {
     let mut batch = Batch::new()
         .expect(NS_KEYS, rec.key_id.as_bytes(), Some(version))
         .delete(NS_KEYS, rec.key_id.as_bytes());

@@ -2,7 +2,7 @@
 //!
 //! Until the IAM service exists the only principals are the account's root (and services acting
 //! for it), so account-level actions are allowed to the account's own root; KMS key policies
-//! are evaluated by `sluice-kms`'s authorizer.
+//! are evaluated by the policy engine through `sluice_kms::PolicyAuthorizer`.
 
 use std::sync::Arc;
 
@@ -10,7 +10,9 @@ use sluice_core::{AwsError, CallContext, PrincipalKind};
 
 /// The KMS authorizer.
 pub fn authorizer() -> Arc<dyn sluice_kms::Authorizer> {
-    Arc::new(sluice_kms::DefaultAuthorizer)
+    Arc::new(sluice_kms::PolicyAuthorizer::new(Arc::new(
+        sluice_kms::NoIdentityPolicies,
+    )))
 }
 
 /// Authorizes an action that has no resource policy (for example `cloudtrail:LookupEvents`).

@@ -132,7 +132,9 @@ pub fn serve_config(a: &ServeArgs) -> anyhow::Result<Config> {
             "set both SLUICE_ROOT_ACCESS_KEY_ID and SLUICE_ROOT_SECRET_ACCESS_KEY, or neither"
         ),
     };
-    cfg.root_key = std::env::var("SLUICE_ROOT_KEY").ok().filter(|s| !s.is_empty());
+    cfg.root_key = std::env::var("SLUICE_ROOT_KEY")
+        .ok()
+        .filter(|s| !s.is_empty());
     cfg.validate()?;
     Ok(cfg)
 }
@@ -211,8 +213,7 @@ pub fn credentials(a: &DataDirArgs, out: &mut dyn std::io::Write) -> anyhow::Res
 
 /// Parses `--since` / `--until`: RFC 3339, or an age (`90s`, `15m`, `2h`, `7d`).
 pub fn parse_time(text: &str, now_ms: i64) -> anyhow::Result<i64> {
-    if let Ok(t) =
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+    if let Ok(t) = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
     {
         return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
     }
@@ -261,11 +262,7 @@ pub async fn audit(a: &AuditArgs, out: &mut dyn std::io::Write) -> anyhow::Resul
         if a.json {
             writeln!(out, "{}", serde_json::to_string(r)?)?;
         } else {
-            let key = r
-                .resources
-                .first()
-                .map(|x| x.arn.as_str())
-                .unwrap_or("-");
+            let key = r.resources.first().map(|x| x.arn.as_str()).unwrap_or("-");
             let via = r.user_identity.invoked_by.as_deref().unwrap_or("-");
             let ctx = r
                 .request_parameters

@@ -97,12 +97,16 @@ pub async fn start_with(
 ) -> anyhow::Result<RunningServer> {
     cfg.validate()?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!("cannot create data directory {}: {e}", cfg.data_dir.display())
+        anyhow::anyhow!(
+            "cannot create data directory {}: {e}",
+            cfg.data_dir.display()
+        )
     })?;
     let lock = lock_data_dir(&cfg.data_dir)?;
     let root = Arc::new(match &cfg.root_key {
-        Some(text) => RootKey::from_base64(text)
-            .map_err(|e| anyhow::anyhow!("SLUICE_ROOT_KEY: {e}"))?,
+        Some(text) => {
+            RootKey::from_base64(text).map_err(|e| anyhow::anyhow!("SLUICE_ROOT_KEY: {e}"))?
+        }
         None => {
             let (k, created) = RootKey::load_or_create(&cfg.data_dir.join("root.key"))
                 .map_err(|e| anyhow::anyhow!("root key: {e}"))?;
@@ -254,16 +258,25 @@ async fn maintenance_loop(kms: Arc<Kms>) {
     }
 }
 
-fn error_response(err: &AwsError, service: Option<&sluice_wire::Service>, request_id: &str) -> Response {
+fn error_response(
+    err: &AwsError,
+    service: Option<&sluice_wire::Service>,
+    request_id: &str,
+) -> Response {
     let body = match service {
         Some(s) => sluice_wire::error_body(s, err),
-        None => serde_json::to_vec(&serde_json::json!({"__type": err.code, "message": err.message}))
-            .unwrap_or_default(),
+        None => {
+            serde_json::to_vec(&serde_json::json!({"__type": err.code, "message": err.message}))
+                .unwrap_or_default()
+        }
     };
     let mut resp = Response::new(Body::from(body));
     *resp.status_mut() = StatusCode::from_u16(err.status).unwrap_or(StatusCode::BAD_REQUEST);
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(JSON_11));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_11),
+    );
     if let Ok(v) = HeaderValue::from_str(&err.code) {
         h.insert("x-amzn-errortype", v);
     }
@@ -276,7 +289,10 @@ fn error_response(err: &AwsError, service: Option<&sluice_wire::Service>, reques
 fn json_response(body: Vec<u8>, request_id: &str) -> Response {
     let mut resp = Response::new(Body::from(body));
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(JSON_11));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_11),
+    );
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-amzn-requestid", v);
     }
@@ -302,7 +318,9 @@ async fn handle(
     let target = parts
         .headers
         .get("x-amz-target")
-        .and_then(|v| v.to_str().ok());
+        .and_then(|v| v.to_str().ok())
+        .map(normalize_target);
+    let target = target.as_deref();
     let service_hint = target
         .and_then(|t| sluice_wire::by_target(t).ok())
         .map(|(s, _)| s);
@@ -336,6 +354,17 @@ async fn handle(
     }
 }
 
+/// The SDKs send CloudTrail's target with the short prefix `CloudTrail_20131101.`, while the
+/// model names the long one; both mean the same operation.
+fn normalize_target(t: &str) -> std::borrow::Cow<'_, str> {
+    match t.strip_prefix("CloudTrail_20131101.") {
+        Some(op) => std::borrow::Cow::Owned(format!(
+            "com.amazonaws.cloudtrail.v20131101.CloudTrail_20131101.{op}"
+        )),
+        None => std::borrow::Cow::Borrowed(t),
+    }
+}
+
 type DispatchError = (AwsError, Option<&'static sluice_wire::Service>);
 
 async fn dispatch(
@@ -353,18 +382,19 @@ async fn dispatch(
         query: parts.uri.query(),
         headers: &headers,
     };
-    let lookup = |akid: &str, token: Option<&str>| -> Result<Credential<Principal>, CredentialError> {
-        if akid == st.root_pair.access_key_id {
-            if token.is_some() {
-                return Err(CredentialError::InvalidSessionToken);
+    let lookup =
+        |akid: &str, token: Option<&str>| -> Result<Credential<Principal>, CredentialError> {
+            if akid == st.root_pair.access_key_id {
+                if token.is_some() {
+                    return Err(CredentialError::InvalidSessionToken);
+                }
+                return Ok(Credential::new(
+                    st.root_pair.secret_access_key.clone(),
+                    Principal::root(&st.cfg.account_id, Some(akid.to_string())),
+                ));
             }
-            return Ok(Credential::new(
-                st.root_pair.secret_access_key.clone(),
-                Principal::root(&st.cfg.account_id, Some(akid.to_string())),
-            ));
-        }
-        Err(CredentialError::UnknownAccessKey)
-    };
+            Err(CredentialError::UnknownAccessKey)
+        };
     let verified = st
         .verifier
         .verify(&req, body, st.clock.now(), &lookup)
