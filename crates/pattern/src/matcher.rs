@@ -258,7 +258,7 @@ impl<Id: Clone> Compiled<Id> {
         if event.get(i) != Some(&b'{') {
             return err(i, "event must be a JSON object");
         }
-        let end = sc.object(i, 0, 0)?;
+        let end = sc.object(i, 0, 0, true)?;
         let end = json::skip_ws(event, end);
         if !sc.stopped && end != event.len() {
             return err(end, "trailing characters after the event");
@@ -368,9 +368,11 @@ impl<Id> Scan<'_, '_, Id> {
     /// `i` at `{`; returns the index after the matching `}`.
     ///
     /// Each referenced key counts at its first occurrence only; once every key the rules
-    /// reference under `node` has been seen, the rest of the object is skipped, and at the root
-    /// not read at all (`self.stopped`).
-    fn object(&mut self, mut i: usize, node: usize, depth: usize) -> Res<usize> {
+    /// reference under `node` has been seen, the rest of the object is skipped. `can_stop` says
+    /// that nothing after this object can matter (every enclosing object has seen all its
+    /// referenced keys and no enclosing array is open): then the scan ends right here
+    /// (`self.stopped`) without reading the rest of the event.
+    fn object(&mut self, mut i: usize, node: usize, depth: usize, can_stop: bool) -> Res<usize> {
         if depth > self.c.max_event_depth {
             return err(i, "event nests too deeply");
         }
@@ -412,7 +414,11 @@ impl<Id> Scan<'_, '_, Id> {
                 None => json::skip_value(buf, i)?,
                 Some((ch, _)) => {
                     found += 1;
-                    self.value(i, ch as usize, depth + 1)?
+                    let e = self.value(i, ch as usize, depth + 1, can_stop && found == wanted)?;
+                    if self.stopped {
+                        return Ok(e);
+                    }
+                    e
                 }
             };
             i = json::skip_ws(buf, i);
@@ -422,7 +428,7 @@ impl<Id> Scan<'_, '_, Id> {
                 _ => return err(i, "expected ',' or '}'"),
             };
             if more && found == wanted {
-                if node == 0 {
+                if can_stop {
                     self.stopped = true;
                     return Ok(buf.len());
                 }
@@ -432,7 +438,7 @@ impl<Id> Scan<'_, '_, Id> {
         }
     }
 
-    fn value(&mut self, i: usize, node: usize, depth: usize) -> Res<usize> {
+    fn value(&mut self, i: usize, node: usize, depth: usize, can_stop: bool) -> Res<usize> {
         let buf = self.buf;
         let (end, val) = match buf.get(i) {
             Some(b'{') => {
@@ -441,7 +447,7 @@ impl<Id> Scan<'_, '_, Id> {
                     Children::Map(_) => true,
                 };
                 return if has_children {
-                    self.object(i, node, depth)
+                    self.object(i, node, depth, can_stop)
                 } else {
                     json::skip_container(buf, i)
                 };
@@ -478,7 +484,10 @@ impl<Id> Scan<'_, '_, Id> {
         let mut index = 0u32;
         loop {
             self.s.trail.push((id, index));
-            i = self.value(i, node, depth + 1)?;
+            i = self.value(i, node, depth + 1, false)?;
+            if self.stopped {
+                return Ok(i);
+            }
             self.s.trail.pop();
             index += 1;
             i = json::skip_ws(buf, i);
