@@ -87,6 +87,9 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use crate::{Batch, KeyRange, Op, Store, StoreError, Versioned};
 
+/// The conventional file name of the store in the data directory (`<data-dir>/sluice.db`).
+pub const DEFAULT_FILE_NAME: &str = "sluice.db";
+
 /// The value of `PRAGMA application_id` marking a sluice store ("sluc").
 pub const APPLICATION_ID: i32 = 0x736c_7563;
 
