@@ -89,5 +89,5 @@ pub use error::{ErrorKind, SigV4Error};
 pub use verify::{
     ALGORITHM, AuthLocation, Credential, CredentialError, CredentialLookup, HttpRequestParts,
     MAX_PRESIGN_EXPIRES, SigningKeyCache, UNSIGNED_PAYLOAD, Verified, Verifier, VerifyPolicy,
-    canonical_request_string, derive_signing_key, header_pairs, verify,
+    canonical_request_bytes, canonical_request_string, derive_signing_key, header_pairs, verify,
 };

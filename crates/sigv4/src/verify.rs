@@ -758,22 +758,34 @@ fn canonical_request(
     out
 }
 
-/// The canonical request that [`verify`] computes for `req`, as text; for diagnostics and
-/// tests. `payload_hash` is the payload line (hex digest or `UNSIGNED-PAYLOAD`).
+/// The canonical request that [`verify`] computes for `req` (exact bytes; header values need not
+/// be UTF-8). `signed_headers` is the SignedHeaders list, `presigned` leaves `X-Amz-Signature`
+/// out of the query, `payload_hash` is the payload line (hex digest or `UNSIGNED-PAYLOAD`).
+pub fn canonical_request_bytes(
+    req: &HttpRequestParts<'_>,
+    signed_headers: &str,
+    presigned: bool,
+    payload_hash: &str,
+) -> Vec<u8> {
+    let params = parse_query(req.query.unwrap_or(""));
+    canonical_request(
+        req,
+        &params,
+        signed_headers,
+        presigned,
+        payload_hash.as_bytes(),
+    )
+}
+
+/// [`canonical_request_bytes`] as text (lossy for non-UTF-8 header values); for diagnostics
+/// and tests.
 pub fn canonical_request_string(
     req: &HttpRequestParts<'_>,
     signed_headers: &str,
     presigned: bool,
     payload_hash: &str,
 ) -> String {
-    let params = parse_query(req.query.unwrap_or(""));
-    let bytes = canonical_request(
-        req,
-        &params,
-        signed_headers,
-        presigned,
-        payload_hash.as_bytes(),
-    );
+    let bytes = canonical_request_bytes(req, signed_headers, presigned, payload_hash);
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
