@@ -131,7 +131,7 @@ pub fn decrypt_with_material(
     let mut body = Zeroizing::new(blob[HEADER_LEN + NONCE_LEN..].to_vec());
     let len = material
         .aead()
-        .open_in_place(nonce, Aad::from(&aad[..]), &mut *body)
+        .open_in_place(nonce, Aad::from(&aad[..]), &mut body)
         .ok()?
         .len();
     body.truncate(len);

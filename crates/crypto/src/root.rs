@@ -114,7 +114,7 @@ impl RootKey {
         let mut body = Zeroizing::new(sealed[2 + NONCE_LEN..].to_vec());
         let len = self
             .sealing
-            .open_in_place(nonce, Aad::from(label), &mut *body)
+            .open_in_place(nonce, Aad::from(label), &mut body)
             .map_err(|_| SealError::Open)?
             .len();
         body.truncate(len);

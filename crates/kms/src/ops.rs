@@ -244,10 +244,10 @@ fn audit_params(op: &str, input: &Value) -> Value {
                 out.insert(name, v.clone());
             }
         }
-        if op == "TagResource" || op == "CreateKey" {
-            if let Some(tags) = m.get("Tags") {
-                out.insert("tags".into(), tags.clone());
-            }
+        if (op == "TagResource" || op == "CreateKey")
+            && let Some(tags) = m.get("Tags")
+        {
+            out.insert("tags".into(), tags.clone());
         }
     }
     if out.is_empty() {
@@ -1277,6 +1277,7 @@ async fn encrypt(
 }
 
 /// Finds and authorizes the key of a ciphertext, and opens it.
+#[allow(clippy::too_many_arguments)] // one private helper shared by Decrypt and ReEncrypt
 async fn open_ciphertext(
     k: &Kms,
     ctx: &CallContext,

@@ -143,7 +143,7 @@ fn main() {
                 let mut errors = 0u64;
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let (h, b) = if i % 2 == 0 { (&eh, &eb) } else { (&dh, &db) };
+                    let (h, b) = if i.is_multiple_of(2) { (&eh, &eb) } else { (&dh, &db) };
                     i += 1;
                     let t = Instant::now();
                     let mut r = http.post(format!("{endpoint}/")).body(b.clone());
