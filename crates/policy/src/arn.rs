@@ -8,6 +8,7 @@
 //!   segment match across `/` and `:`.
 //! - Parsing borrows; nothing here allocates except [`ArnPattern::compile`].
 
+use crate::context::KeyId;
 use crate::pattern::{Pattern, PatternError, PatternOpts};
 use std::fmt;
 
@@ -64,16 +65,21 @@ impl fmt::Display for Arn<'_> {
 
 /// Splits an ARN into its six segments (the first is `arn`).
 pub(crate) fn split(s: &str) -> Option<[&str; 6]> {
-    let mut it = s.splitn(6, ':');
-    let segs = [
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-        it.next()?,
-    ];
-    (segs[0] == "arn").then_some(segs)
+    let b = s.as_bytes();
+    if !b.starts_with(b"arn:") {
+        return None;
+    }
+    let mut segs = [""; 6];
+    segs[0] = "arn";
+    let mut start = 4;
+    for seg in segs.iter_mut().take(5).skip(1) {
+        // A plain scan: ARN segments are a few bytes long, too short for SIMD set-up to pay.
+        let i = start + b[start..].iter().position(|&c| c == b':')?;
+        *seg = &s[start..i];
+        start = i + 1;
+    }
+    segs[5] = &s[start..];
+    Some(segs)
 }
 
 /// The account id of an account principal (`123456789012` or `arn:aws:iam::123456789012:root`).
@@ -147,7 +153,7 @@ impl ArnPattern {
         &self,
         whole: &str,
         segs: Option<&[&str; 6]>,
-        resolve: &dyn Fn(&str) -> Option<&'v str>,
+        resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
     ) -> bool {
         match &self.inner {
             Inner::Any => true,

@@ -17,7 +17,7 @@
 //!   operator (`StringEquals` is case-sensitive, `StringEqualsIgnoreCase` is not, `Bool` is not).
 
 use crate::arn::{self, ArnPattern};
-use crate::context::Values;
+use crate::context::{KeyId, Values};
 use crate::pattern::{Pattern, PatternOpts};
 use serde::Serialize;
 use std::net::IpAddr;
@@ -284,8 +284,8 @@ pub(crate) struct Condition {
     pub op_name: Box<str>,
     /// Key as written.
     pub key_name: Box<str>,
-    /// Key lowercased (lookup form).
-    pub key: Box<str>,
+    /// Key compiled for lookup (lowercased, hashed).
+    pub key: KeyId,
     pub values: Vec<CValue>,
     /// Values as written.
     pub raw: Vec<String>,
@@ -308,7 +308,7 @@ impl Condition {
             op,
             op_name: op_name.into(),
             key_name: key_name.into(),
-            key: key_name.to_ascii_lowercase().into_boxed_str(),
+            key: KeyId::new(key_name),
             values,
             raw,
         })
@@ -319,7 +319,7 @@ impl Condition {
     pub(crate) fn eval<'v>(
         &self,
         vals: Option<Values<'v>>,
-        resolve: &dyn Fn(&str) -> Option<&'v str>,
+        resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
     ) -> bool {
         let present = vals.filter(|v| !v.is_empty());
         if self.op.base == BaseOp::Null {
@@ -418,7 +418,7 @@ fn value_matches<'v>(
     base: BaseOp,
     p: &CValue,
     v: &str,
-    resolve: &dyn Fn(&str) -> Option<&'v str>,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
 ) -> bool {
     use BaseOp::*;
     match (base, p) {

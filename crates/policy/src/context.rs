@@ -185,7 +185,8 @@ enum Stored {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Context {
-    entries: Vec<(Box<str>, Stored)>,
+    /// (hash of the lowercased key, lowercased key, values).
+    entries: Vec<(u64, Box<str>, Stored)>,
 }
 
 impl Context {
@@ -196,9 +197,9 @@ impl Context {
 
     fn put(&mut self, key: &str, v: Stored) -> &mut Self {
         let k = key.to_ascii_lowercase();
-        match self.entries.iter_mut().find(|(e, _)| **e == *k) {
-            Some(e) => e.1 = v,
-            None => self.entries.push((k.into_boxed_str(), v)),
+        match self.entries.iter_mut().find(|(_, e, _)| **e == *k) {
+            Some(e) => e.2 = v,
+            None => self.entries.push((key_hash(&k), k.into_boxed_str(), v)),
         }
         self
     }
@@ -240,7 +241,7 @@ impl Context {
     /// Removes a key.
     pub fn remove(&mut self, key: &str) -> &mut Self {
         let k = key.to_ascii_lowercase();
-        self.entries.retain(|(e, _)| **e != *k);
+        self.entries.retain(|(_, e, _)| **e != *k);
         self
     }
 
@@ -296,22 +297,22 @@ impl Context {
     pub fn get(&self, key: &str) -> Option<Values<'_>> {
         self.entries
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| stored(v))
+            .find(|(_, k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, _, v)| stored(v))
     }
 
-    /// Lookup with an already-lowercased key.
+    /// Lookup with a compiled key: hash comparison first, string comparison on a hash hit.
     #[inline]
-    pub(crate) fn get_lower(&self, key: &str) -> Option<Values<'_>> {
+    pub(crate) fn get_id(&self, id: &KeyId) -> Option<Values<'_>> {
         self.entries
             .iter()
-            .find(|(k, _)| **k == *key)
-            .map(|(_, v)| stored(v))
+            .find(|(h, k, _)| *h == id.hash && crate::pattern::s_eq(k, &id.key))
+            .map(|(_, _, v)| stored(v))
     }
 
     /// Iterates over `(lowercased key, values)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Values<'_>)> {
-        self.entries.iter().map(|(k, v)| (&**k, stored(v)))
+        self.entries.iter().map(|(_, k, v)| (&**k, stored(v)))
     }
 }
 
@@ -322,29 +323,89 @@ fn stored(v: &Stored) -> Values<'_> {
     }
 }
 
-/// Looks up a lowercased key for `req`: the context first, then keys derived from the principal.
+/// FNV-1a of a lowercased key name.
+pub(crate) fn key_hash(lower: &str) -> u64 {
+    lower.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A key derived from the principal when the context does not set it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Derived {
+    None,
+    PrincipalArn,
+    PrincipalAccount,
+    CallerAccount,
+    UserId,
+    UserName,
+    PrincipalType,
+    PrincipalIsAwsService,
+    PrincipalServiceName,
+}
+
+/// A condition key compiled for lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyId {
+    pub key: Box<str>,
+    pub hash: u64,
+    pub derived: Derived,
+}
+
+impl KeyId {
+    /// Compiles a key name (any case).
+    pub(crate) fn new(name: &str) -> KeyId {
+        let key = name.to_ascii_lowercase();
+        let derived = match key.as_str() {
+            "aws:principalarn" => Derived::PrincipalArn,
+            "aws:principalaccount" => Derived::PrincipalAccount,
+            "kms:calleraccount" => Derived::CallerAccount,
+            "aws:userid" => Derived::UserId,
+            "aws:username" => Derived::UserName,
+            "aws:principaltype" => Derived::PrincipalType,
+            "aws:principalisawsservice" => Derived::PrincipalIsAwsService,
+            "aws:principalservicename" => Derived::PrincipalServiceName,
+            _ => Derived::None,
+        };
+        KeyId {
+            hash: key_hash(&key),
+            key: key.into_boxed_str(),
+            derived,
+        }
+    }
+}
+
+/// Looks up a compiled key for `req`: the context first, then keys derived from the principal.
 #[inline]
-pub(crate) fn lookup<'a>(req: &Request<'a>, key: &str) -> Option<Values<'a>> {
-    if let Some(v) = req.context.get_lower(key) {
+pub(crate) fn lookup_id<'a>(req: &Request<'a>, id: &KeyId) -> Option<Values<'a>> {
+    if let Some(v) = req.context.get_id(id) {
         return Some(v);
     }
+    if id.derived == Derived::None {
+        return None;
+    }
+    derived(req, id.derived)
+}
+
+fn derived<'a>(req: &Request<'a>, d: Derived) -> Option<Values<'a>> {
     let p = &req.principal;
-    let v = match key {
-        "aws:principalarn" => p.policy_arn(),
-        "aws:principalaccount" if !p.is_service => p.account,
-        "kms:calleraccount" if !p.is_service => p.account,
-        "aws:userid" => p.user_id,
-        "aws:username" => p.username?,
-        "aws:principaltype" => p.principal_type(),
-        "aws:principalisawsservice" => {
+    let v = match d {
+        Derived::None => return None,
+        Derived::PrincipalArn => p.policy_arn(),
+        Derived::PrincipalAccount | Derived::CallerAccount if !p.is_service => p.account,
+        Derived::PrincipalAccount | Derived::CallerAccount => return None,
+        Derived::UserId => p.user_id,
+        Derived::UserName => p.username?,
+        Derived::PrincipalType => p.principal_type(),
+        Derived::PrincipalIsAwsService => {
             if p.is_service {
                 "true"
             } else {
                 "false"
             }
         }
-        "aws:principalservicename" if p.is_service => p.arn,
-        _ => return None,
+        Derived::PrincipalServiceName if p.is_service => p.arn,
+        Derived::PrincipalServiceName => return None,
     };
     Some(Values::One(v))
 }

@@ -23,7 +23,8 @@
 //!      service principals have no identity policies and need a resource statement naming them.
 
 use crate::arn;
-use crate::context::{PrincipalInfo, Request, Values, lookup};
+use crate::context::{KeyId, PrincipalInfo, Request, Values, lookup_id};
+use crate::pattern::s_eq;
 use crate::policy::{Actions, Effect, Policy, Principals, Resources, Statement};
 use serde::Serialize;
 
@@ -187,13 +188,13 @@ fn principal_match_plain(p: &Principals, who: &PrincipalInfo<'_>) -> PrincipalMa
     }
     if p.arns
         .iter()
-        .any(|a| **a == *who.arn || Some(&**a) == who.role_arn)
-        || p.federated.iter().any(|a| **a == *who.arn)
-        || p.canonical.iter().any(|a| **a == *who.user_id)
+        .any(|a| s_eq(a, who.arn) || who.role_arn.is_some_and(|r| s_eq(a, r)))
+        || p.federated.iter().any(|a| s_eq(a, who.arn))
+        || p.canonical.iter().any(|a| s_eq(a, who.user_id))
     {
         return PrincipalMatch::Named;
     }
-    if p.accounts.iter().any(|a| **a == *who.account) {
+    if p.accounts.iter().any(|a| s_eq(a, who.account)) {
         return if who.is_root {
             PrincipalMatch::Named
         } else {
@@ -203,27 +204,59 @@ fn principal_match_plain(p: &Principals, who: &PrincipalInfo<'_>) -> PrincipalMa
     PrincipalMatch::NotMatched
 }
 
+/// Calls `f` with `action` ASCII-lowercased, without allocating for actions up to 128 bytes.
+pub(crate) fn with_lower_action<R>(action: &str, f: impl FnOnce(&str) -> R) -> R {
+    if !action.bytes().any(|b| b.is_ascii_uppercase()) {
+        return f(action);
+    }
+    let mut buf = [0u8; 128];
+    if action.len() <= buf.len() {
+        let dst = &mut buf[..action.len()];
+        dst.copy_from_slice(action.as_bytes());
+        dst.make_ascii_lowercase();
+        // Lowercasing ASCII letters keeps UTF-8 valid.
+        if let Ok(s) = std::str::from_utf8(dst) {
+            return f(s);
+        }
+    }
+    f(&action.to_ascii_lowercase())
+}
+
+/// `action` must be lowercased ([`with_lower_action`]); patterns are stored lowercased.
 pub(crate) fn action_match(a: &Actions, action: &str) -> bool {
     let hit = a.any || a.patterns.iter().any(|p| p.matches(action, &|_| None));
     hit != a.negated
 }
 
-/// The request's resource, split once.
+/// The request's resource, split into ARN segments on first use (key policies use `"*"`).
 pub(crate) struct ReqResource<'a> {
     pub whole: &'a str,
-    pub segs: Option<[&'a str; 6]>,
+    segs: std::cell::OnceCell<Option<[&'a str; 6]>>,
+}
+
+impl<'a> ReqResource<'a> {
+    pub(crate) fn new(whole: &'a str) -> Self {
+        ReqResource {
+            whole,
+            segs: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn segs(&self) -> Option<&[&'a str; 6]> {
+        self.segs.get_or_init(|| arn::split(self.whole)).as_ref()
+    }
 }
 
 pub(crate) fn resource_match<'v>(
     r: Option<&Resources>,
     res: &ReqResource<'_>,
-    resolve: &dyn Fn(&str) -> Option<&'v str>,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
 ) -> bool {
     let Some(r) = r else { return true };
     let hit = r.any
         || r.patterns
             .iter()
-            .any(|p| p.matches_split(res.whole, res.segs.as_ref(), resolve));
+            .any(|p| p.matches_split(res.whole, res.segs(), resolve));
     hit != r.negated
 }
 
@@ -353,7 +386,7 @@ fn statement_applies<'v>(
     action: &str,
     res: &ReqResource<'_>,
     req: &Request<'v>,
-    resolve: &dyn Fn(&str) -> Option<&'v str>,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
 ) -> bool {
     pm != PrincipalMatch::NotMatched
         && action_match(&st.action, action)
@@ -361,26 +394,27 @@ fn statement_applies<'v>(
         && st
             .conditions
             .iter()
-            .all(|c| c.eval(lookup(req, &c.key), resolve))
+            .all(|c| c.eval(lookup_id(req, &c.key), resolve))
 }
 
 /// Resolves a policy variable (lowercased key) to a single request value.
-pub(crate) fn resolver<'a>(req: &'a Request<'a>) -> impl Fn(&str) -> Option<&'a str> + 'a {
-    move |k: &str| lookup(req, k).and_then(|v: Values<'a>| v.single())
+pub(crate) fn resolver<'a>(req: &'a Request<'a>) -> impl Fn(&KeyId) -> Option<&'a str> + 'a {
+    move |k: &KeyId| lookup_id(req, k).and_then(|v: Values<'a>| v.single())
 }
 
 /// Decides `req` against `inputs` (hot path; no explanation is built).
 pub fn evaluate(req: &Request<'_>, inputs: &Inputs<'_>) -> Outcome {
+    with_lower_action(req.action, |action| evaluate_lowered(req, action, inputs))
+}
+
+fn evaluate_lowered(req: &Request<'_>, action: &str, inputs: &Inputs<'_>) -> Outcome {
     let resolve = resolver(req);
-    let res = ReqResource {
-        whole: req.resource,
-        segs: arn::split(req.resource),
-    };
+    let res = ReqResource::new(req.resource);
     let mut f = Found::default();
     'scan: {
         for (pi, p) in inputs.identity_policies.iter().enumerate() {
             for (si, st) in p.statements.iter().enumerate() {
-                if statement_applies(st, PrincipalMatch::Named, req.action, &res, req, &resolve)
+                if statement_applies(st, PrincipalMatch::Named, action, &res, req, &resolve)
                     && f.record(
                         PolicySlot::Identity(pi),
                         si,
@@ -398,7 +432,7 @@ pub fn evaluate(req: &Request<'_>, inputs: &Inputs<'_>) -> Outcome {
                     Some(pr) => principal_match(pr, &req.principal),
                     None => PrincipalMatch::NotMatched,
                 };
-                if statement_applies(st, pm, req.action, &res, req, &resolve)
+                if statement_applies(st, pm, action, &res, req, &resolve)
                     && f.record(PolicySlot::Resource, si, st.effect, pm)
                 {
                     break 'scan;

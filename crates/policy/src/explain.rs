@@ -8,13 +8,12 @@
 //!   condition, the request values seen and why it failed (key absent, value did not match ...).
 //! - Allocation is fine here: this is the slow path (CLI, SimulatePrincipalPolicy, StateReason).
 
-use crate::arn;
 use crate::condition::{BaseOp, Condition, SetMode};
-use crate::context::{Request, lookup};
+use crate::context::{KeyId, Request, lookup_id};
 use crate::eval::{
     Decision, Found, Inputs, Outcome, PolicySlot, PrincipalMatch, ReqResource, ResourceKind,
     StatementRef, action_match, combine, implicit_identity_allow, principal_match, resolver,
-    resource_match,
+    resource_match, with_lower_action,
 };
 use crate::policy::{Effect, Policy, Principals, Statement};
 use serde::Serialize;
@@ -108,10 +107,7 @@ pub struct ConditionTrace {
 /// Evaluates `req` with a full trace; `explain(req, inputs).outcome == evaluate(req, inputs)`.
 pub fn explain(req: &Request<'_>, inputs: &Inputs<'_>) -> Explanation {
     let resolve = resolver(req);
-    let res = ReqResource {
-        whole: req.resource,
-        segs: arn::split(req.resource),
-    };
+    let res = ReqResource::new(req.resource);
     let mut found = Found::default();
     let mut policies = Vec::new();
     let mut denied_early = false;
@@ -290,7 +286,7 @@ fn trace_statement<'v>(
     principal: Option<Option<&Principals>>,
     req: &Request<'v>,
     res: &ReqResource<'_>,
-    resolve: &dyn Fn(&str) -> Option<&'v str>,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
 ) -> StatementTrace {
     let (principal_trace, pm) = match principal {
         None => (None, PrincipalMatch::Named),
@@ -313,7 +309,7 @@ fn trace_statement<'v>(
             )
         }
     };
-    let a_ok = action_match(&st.action, req.action);
+    let a_ok = with_lower_action(req.action, |a| action_match(&st.action, a));
     let elem = if st.action.negated {
         "NotAction"
     } else {
@@ -394,9 +390,9 @@ fn describe_principal(p: &Principals, pm: PrincipalMatch, req: &Request<'_>) -> 
 fn trace_condition<'v>(
     c: &Condition,
     req: &Request<'v>,
-    resolve: &dyn Fn(&str) -> Option<&'v str>,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
 ) -> ConditionTrace {
-    let vals = lookup(req, &c.key);
+    let vals = lookup_id(req, &c.key);
     let passed = c.eval(vals, resolve);
     let request_values = vals.map(|v| v.to_vec());
     let present = vals.filter(|v| !v.is_empty());

@@ -12,6 +12,7 @@
 //!   not a wildcard). `${*}`, `${?}` and `${$}` are the literal characters `*`, `?` and `$`.
 //!   A variable whose key is absent (and has no default) makes the pattern unmatchable.
 
+use crate::context::KeyId;
 use smallvec::SmallVec;
 
 /// How many resolved pieces a pattern can have before matching spills to the heap.
@@ -20,8 +21,8 @@ pub(crate) const INLINE_TOKENS: usize = 8;
 /// A reference to a request value inside a pattern (`${key}` or `${key, 'default'}`).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct VarRef {
-    /// The condition key, lowercased.
-    pub key: Box<str>,
+    /// The condition key.
+    pub key: KeyId,
     /// The default used when the key is absent.
     pub default: Option<Box<str>>,
 }
@@ -42,10 +43,30 @@ enum Kind {
     Exact(Box<str>),
     /// `literal*`.
     Prefix(Box<str>),
+    /// Literals separated by `*` (no `?`, no variable): `first*middle[0]*...*last`.
+    Lits {
+        first: Box<str>,
+        middle: Box<[Needle]>,
+        last: Box<str>,
+        min_len: usize,
+    },
     /// Anything else without variables.
     General(Vec<Part>),
     /// Contains at least one variable.
     Vars(Vec<Part>),
+}
+
+/// A literal searched for between two `*`, with its substring searcher built at compile time.
+#[derive(Debug, Clone)]
+pub(crate) struct Needle {
+    text: Box<str>,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl PartialEq for Needle {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
 }
 
 /// A compiled pattern.
@@ -135,6 +156,7 @@ impl Pattern {
                 [Part::Star] => Kind::Any,
                 [Part::Lit(l)] => Kind::Exact(l.clone()),
                 [Part::Lit(l), Part::Star] => Kind::Prefix(l.clone()),
+                _ if !parts.contains(&Part::Qm) => lits(&parts),
                 _ => Kind::General(parts),
             }
         };
@@ -143,45 +165,174 @@ impl Pattern {
 
     /// Matches `s`; `resolve` supplies policy-variable values (lowercased key).
     #[inline]
-    pub(crate) fn matches<'v>(&self, s: &str, resolve: &dyn Fn(&str) -> Option<&'v str>) -> bool {
+    pub(crate) fn matches<'v>(&self, s: &str, resolve: &dyn Fn(&KeyId) -> Option<&'v str>) -> bool {
         match &self.kind {
             Kind::Any => true,
             Kind::Exact(l) => eq(l, s, self.ci),
             Kind::Prefix(l) => {
                 s.len() >= l.len() && s.is_char_boundary(l.len()) && eq(l, &s[..l.len()], self.ci)
             }
-            Kind::General(parts) => {
-                let toks: SmallVec<[Tok<'_>; INLINE_TOKENS]> = parts
-                    .iter()
-                    .map(|p| match p {
-                        Part::Lit(l) => Tok::Lit(l),
-                        Part::Star => Tok::Star,
-                        Part::Qm => Tok::Qm,
-                        Part::Var(_) => unreachable!("General patterns have no variables"),
-                    })
-                    .collect();
-                glob(&toks, s, self.ci)
-            }
-            Kind::Vars(parts) => {
-                let mut toks: SmallVec<[Tok<'_>; INLINE_TOKENS]> = SmallVec::new();
-                for p in parts {
-                    toks.push(match p {
-                        Part::Lit(l) => Tok::Lit(l),
-                        Part::Star => Tok::Star,
-                        Part::Qm => Tok::Qm,
-                        Part::Var(v) => match resolve(&v.key) {
-                            Some(val) => Tok::Lit(val),
-                            None => match &v.default {
-                                Some(d) => Tok::Lit(d),
-                                None => return false,
-                            },
-                        },
-                    });
-                }
-                glob(&toks, s, self.ci)
-            }
+            Kind::Lits {
+                first,
+                middle,
+                last,
+                min_len,
+            } => lits_match(first, middle, last, *min_len, s, self.ci),
+            Kind::General(parts) | Kind::Vars(parts) => general(parts, s, self.ci, resolve),
         }
     }
+}
+
+/// Patterns with `?` or variables: resolve into tokens, then glob. Kept out of line so that
+/// [`Pattern::matches`] stays small enough to inline for the common kinds.
+#[inline(never)]
+fn general<'v>(
+    parts: &[Part],
+    s: &str,
+    ci: bool,
+    resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
+) -> bool {
+    let mut toks: SmallVec<[Tok<'_>; INLINE_TOKENS]> = SmallVec::new();
+    for p in parts {
+        toks.push(match p {
+            Part::Lit(l) => Tok::Lit(l),
+            Part::Star => Tok::Star,
+            Part::Qm => Tok::Qm,
+            Part::Var(v) => match resolve(&v.key) {
+                Some(val) => Tok::Lit(val),
+                None => match &v.default {
+                    Some(d) => Tok::Lit(d),
+                    None => return false,
+                },
+            },
+        });
+    }
+    glob(&toks, s, ci)
+}
+
+/// Builds [`Kind::Lits`] from star-separated literals.
+fn lits(parts: &[Part]) -> Kind {
+    let mut groups: Vec<Box<str>> = vec!["".into()];
+    for p in parts {
+        match p {
+            Part::Lit(l) => *groups.last_mut().expect("non-empty") = l.clone(),
+            Part::Star => groups.push("".into()),
+            Part::Qm | Part::Var(_) => unreachable!("lits() takes literals and stars only"),
+        }
+    }
+    let first = groups.remove(0);
+    let last = groups.pop().unwrap_or_default();
+    let min_len = first.len() + last.len() + groups.iter().map(|g| g.len()).sum::<usize>();
+    let middle: Vec<Needle> = groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .map(|g| Needle {
+            finder: memchr::memmem::Finder::new(g.as_bytes()).into_owned(),
+            text: g,
+        })
+        .collect();
+    Kind::Lits {
+        first,
+        middle: middle.into_boxed_slice(),
+        last,
+        min_len,
+    }
+}
+
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8], ci: bool) -> bool {
+    if ci {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        fast_eq(a, b)
+    }
+}
+
+/// String equality through [`fast_eq`].
+#[inline]
+pub(crate) fn s_eq(a: &str, b: &str) -> bool {
+    fast_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// Byte equality compared eight bytes at a time, inline: the strings compared here (actions,
+/// ARNs, key names) are short, and a libc `memcmp` call costs more than the comparison.
+#[inline]
+pub(crate) fn fast_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut ac = a.chunks_exact(8);
+    let mut bc = b.chunks_exact(8);
+    for (x, y) in (&mut ac).zip(&mut bc) {
+        if u64::from_ne_bytes(x.try_into().unwrap_or_default())
+            != u64::from_ne_bytes(y.try_into().unwrap_or_default())
+        {
+            return false;
+        }
+    }
+    ac.remainder()
+        .iter()
+        .zip(bc.remainder())
+        .all(|(x, y)| x == y)
+}
+
+/// First occurrence of `needle` in `hay`: a scan for the first byte, then a comparison (no
+/// searcher or SIMD set-up: needles are short and haystacks are ARNs of a few dozen bytes).
+fn find(hay: &[u8], needle: &[u8], ci: bool) -> Option<usize> {
+    if needle.len() > hay.len() {
+        return None;
+    }
+    let last_start = hay.len() - needle.len();
+    let (first, rest) = needle.split_first()?;
+    let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let mut start = 0;
+    while start <= last_start {
+        let window = &hay[start..=last_start];
+        let i = start
+            + if ci && lo != up {
+                window.iter().position(|&c| c == lo || c == up)?
+            } else {
+                window.iter().position(|c| c == first)?
+            };
+        if bytes_eq(&hay[i + 1..i + needle.len()], rest, ci) {
+            return Some(i);
+        }
+        start = i + 1;
+    }
+    None
+}
+
+#[inline]
+fn lits_match(
+    first: &str,
+    middle: &[Needle],
+    last: &str,
+    min_len: usize,
+    s: &str,
+    ci: bool,
+) -> bool {
+    let b = s.as_bytes();
+    if b.len() < min_len
+        || !bytes_eq(&b[..first.len()], first.as_bytes(), ci)
+        || !bytes_eq(&b[b.len() - last.len()..], last.as_bytes(), ci)
+    {
+        return false;
+    }
+    let end = b.len() - last.len();
+    let mut pos = first.len();
+    for m in middle {
+        let hay = &b[pos..end];
+        let found = if ci {
+            find(hay, m.text.as_bytes(), true)
+        } else {
+            m.finder.find(hay)
+        };
+        match found {
+            Some(i) => pos += i + m.text.len(),
+            None => return false,
+        }
+    }
+    true
 }
 
 fn flush(lit: &mut String, parts: &mut Vec<Part>, ci: bool) {
@@ -218,7 +369,7 @@ fn parse_var(body: &str) -> Result<VarRef, String> {
         return Err(format!("{key:?} is not a valid condition key name"));
     }
     Ok(VarRef {
-        key: key.to_ascii_lowercase().into_boxed_str(),
+        key: KeyId::new(key),
         default,
     })
 }
@@ -228,7 +379,7 @@ fn eq(pat: &str, s: &str, ci: bool) -> bool {
     if ci {
         pat.eq_ignore_ascii_case(s)
     } else {
-        pat == s
+        fast_eq(pat.as_bytes(), s.as_bytes())
     }
 }
 
@@ -374,7 +525,9 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(p.matches("home/bob/x", &|k| (k == "aws:username").then_some("bob")));
+        assert!(p.matches("home/bob/x", &|k: &KeyId| {
+            (&*k.key == "aws:username").then_some("bob")
+        }));
         assert!(!p.matches("home/bob/x", &|_| None));
         let p = Pattern::compile(
             "${aws:username, 'anon'}-${*}${?}${$}",

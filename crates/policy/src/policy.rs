@@ -593,11 +593,13 @@ fn actions(v: &Value, cx: &Ctx<'_>, member: &str, negated: bool) -> Result<Actio
                 ));
             }
         }
+        // Lowercased once here; the request action is lowercased once per evaluation, so the
+        // comparison itself is case-sensitive (memcmp) rather than per-byte case folding.
         let pat = Pattern::compile(
-            a,
+            &a.to_ascii_lowercase(),
             PatternOpts {
                 glob: true,
-                ci: true,
+                ci: false,
                 vars: false,
             },
         )
