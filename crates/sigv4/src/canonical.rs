@@ -271,16 +271,23 @@ pub(crate) fn parse_http_date(s: &str) -> Option<OffsetDateTime> {
 
 /// Formats `YYYYMMDDTHHMMSSZ` (UTC).
 pub(crate) fn format_amz_date(t: OffsetDateTime) -> String {
+    fn push(out: &mut String, v: u32, width: u32) {
+        for k in (0..width).rev() {
+            let digit = (v / 10u32.pow(k)) % 10;
+            out.push(char::from(b'0' + digit as u8));
+        }
+    }
     let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let mut out = String::with_capacity(16);
+    push(&mut out, u32::try_from(t.year()).unwrap_or(0), 4);
+    push(&mut out, u32::from(u8::from(t.month())), 2);
+    push(&mut out, u32::from(t.day()), 2);
+    out.push('T');
+    push(&mut out, u32::from(t.hour()), 2);
+    push(&mut out, u32::from(t.minute()), 2);
+    push(&mut out, u32::from(t.second()), 2);
+    out.push('Z');
+    out
 }
 
 #[cfg(test)]

@@ -635,12 +635,13 @@ fn check_time(
 ) -> Result<(), SigV4Error> {
     let t = auth.timestamp;
     let skew = policy.max_skew;
-    let now_text = format_amz_date(now);
+    let now_text = || format_amz_date(now);
     if t > now.saturating_add(skew) {
         return Err(invalid(format!(
-            "Signature not yet current: {} is still later than {} ({now_text} + {})",
+            "Signature not yet current: {} is still later than {} ({} + {})",
             format_amz_date(t),
             format_amz_date(now.saturating_add(skew)),
+            now_text(),
             minutes_text(skew)
         )));
     }
@@ -648,9 +649,10 @@ fn check_time(
         None => {
             if t < now.saturating_sub(skew) {
                 return Err(invalid(format!(
-                    "Signature expired: {} is now earlier than {} ({now_text} - {})",
+                    "Signature expired: {} is now earlier than {} ({} - {})",
                     format_amz_date(t),
                     format_amz_date(now.saturating_sub(skew)),
+                    now_text(),
                     minutes_text(skew)
                 )));
             }
@@ -667,8 +669,9 @@ fn check_time(
             ));
             if now > expiry {
                 return Err(invalid(format!(
-                    "Signature expired: {} is now earlier than {now_text}.",
-                    format_amz_date(expiry)
+                    "Signature expired: {} is now earlier than {}.",
+                    format_amz_date(expiry),
+                    now_text()
                 )));
             }
         }
