@@ -18,6 +18,20 @@
 //! returning [`Verified`] or a [`SigV4Error`] carrying AWS's code, HTTP status and message
 //! (see [`error`] for the table and texts).
 //!
+//! ```
+//! use sluice_sigv4::{Credential, CredentialError, HttpRequestParts, Verifier, VerifyPolicy};
+//!
+//! let verifier = Verifier::new(VerifyPolicy::new("us-east-1", &["kms", "secretsmanager"]));
+//! let headers: Vec<(&str, &[u8])> = vec![("host", b"localhost:4566")];
+//! let parts = HttpRequestParts { method: "POST", path: "/", query: None, headers: &headers };
+//! let lookup = |akid: &str, _token: Option<&str>| -> Result<Credential<u32>, CredentialError> {
+//!     if akid == "AKIAEXAMPLE" { Ok(Credential::new("secret", 7)) }
+//!     else { Err(CredentialError::UnknownAccessKey) }
+//! };
+//! let err = verifier.verify(&parts, b"{}", time::OffsetDateTime::now_utc(), &lookup).unwrap_err();
+//! assert_eq!((err.code(), err.status()), ("MissingAuthenticationTokenException", 403));
+//! ```
+//!
 //! # Order of checks (the first failure is reported)
 //! 1. Authentication present: an `Authorization` header or `X-Amz-Algorithm`/`X-Amz-Credential`/
 //!    `X-Amz-Signature` in the query, else `MissingAuthenticationTokenException`. Both at once, a
