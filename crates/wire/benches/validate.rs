@@ -11,7 +11,7 @@ const ENCRYPT: &[u8] = br#"{"KeyId":"arn:aws:kms:us-east-1:123456789012:key/1234
 
 fn put_events() -> Vec<u8> {
     let entry = r#"{"Source":"com.example.orders","DetailType":"OrderPlaced","Detail":"{\"orderId\":\"o-1\",\"amount\":42}","EventBusName":"default","Resources":["arn:aws:s3:::bucket"]}"#;
-    let entries = vec![entry; 10].join(",");
+    let entries = [entry; 10].join(",");
     format!(r#"{{"Entries":[{entries}]}}"#).into_bytes()
 }
 

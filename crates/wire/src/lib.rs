@@ -54,8 +54,13 @@
 //!
 //! ```text
 //! cargo install cargo-fuzz   # once
-//! cd crates/wire/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run parse_request -- -max_total_time=300
+//! cd crates/wire/fuzz && mkdir -p corpus/parse_request
+//! RUSTC_BOOTSTRAP=1 cargo fuzz run parse_request corpus/parse_request seeds/parse_request \
+//!     -- -max_total_time=300
 //! ```
+//!
+//! `RUSTC_BOOTSTRAP=1` lets the stable toolchain accept the sanitizer flags cargo-fuzz passes.
+//! `seeds/` holds a few realistic bodies (checked in); `corpus/` and `artifacts/` are local.
 
 use std::sync::LazyLock;
 
@@ -262,10 +267,20 @@ impl Operation {
 /// casing of the message member. Status and `x-amzn-ErrorType` are the caller's business
 /// (`err.status`, `err.code`).
 pub fn error_body(service: &Service, err: &AwsError) -> Vec<u8> {
+    error_body_with(service.error_message_member(), err)
+}
+
+/// [`error_body`] for when no service is known (e.g. an `X-Amz-Target` naming no service):
+/// uses the `message` casing.
+pub fn generic_error_body(err: &AwsError) -> Vec<u8> {
+    error_body_with("message", err)
+}
+
+fn error_body_with(message_member: &str, err: &AwsError) -> Vec<u8> {
     let mut m = serde_json::Map::with_capacity(2);
     m.insert("__type".into(), Value::String(err.code.to_string()));
     m.insert(
-        service.error_message_member().to_owned(),
+        message_member.to_owned(),
         Value::String(err.message.clone()),
     );
     // Serializing a map of strings cannot fail.

@@ -142,6 +142,8 @@ fn error_bodies_use_the_service_casing() {
     );
     let ev: Value = serde_json::from_slice(&error_body(service("events").unwrap(), &e)).unwrap();
     assert_eq!(ev["message"], "bad \"thing\"");
+    let generic: Value = serde_json::from_slice(&sluice_wire::generic_error_body(&e)).unwrap();
+    assert_eq!(generic, kms);
 }
 
 #[test]
