@@ -931,3 +931,78 @@ fn verify_impl<T>(
         unsigned_payload,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope<'a>(date: &'a str) -> Scope<'a> {
+        Scope {
+            akid: "AKID",
+            date,
+            region: "us-east-1",
+            service: "kms",
+        }
+    }
+
+    fn sig(key: &hmac::Key) -> Vec<u8> {
+        hmac::sign(key, b"string to sign").as_ref().to_vec()
+    }
+
+    #[test]
+    fn verifier_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Verifier>();
+        assert_send_sync::<SigningKeyCache>();
+    }
+
+    #[test]
+    fn cache_matches_derivation_and_honours_rotation() {
+        let cache = SigningKeyCache::new(2);
+        let s = scope("20261123");
+        let direct = derive_signing_key("secret-1", "20261123", "us-east-1", "kms");
+        assert_eq!(
+            sig(&cache.get_or_derive("AKID", "secret-1", &s)),
+            sig(&direct)
+        );
+        assert_eq!(cache.len(), 1);
+        // Hit.
+        assert_eq!(
+            sig(&cache.get_or_derive("AKID", "secret-1", &s)),
+            sig(&direct)
+        );
+        assert_eq!(cache.len(), 1);
+        // Same key id, rotated secret: must not reuse the stale key.
+        let rotated = derive_signing_key("secret-2", "20261123", "us-east-1", "kms");
+        assert_eq!(
+            sig(&cache.get_or_derive("AKID", "secret-2", &s)),
+            sig(&rotated)
+        );
+        assert_ne!(sig(&rotated), sig(&direct));
+        assert_eq!(cache.len(), 1);
+        // Bounded: a third distinct entry into a cache of two empties it first.
+        cache.get_or_derive("AKID", "secret-2", &scope("20261124"));
+        assert_eq!(cache.len(), 2);
+        cache.get_or_derive("AKID", "secret-2", &scope("20261125"));
+        assert_eq!(cache.len(), 1);
+        assert!(!cache.is_empty());
+    }
+
+    #[test]
+    fn signing_key_known_answer() {
+        // AWS documentation example: secret wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY, 20150830,
+        // us-east-1, iam; string to sign from the "GET ListUsers" example.
+        let key = derive_signing_key(
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "20150830",
+            "us-east-1",
+            "iam",
+        );
+        let sts = "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/iam/aws4_request\nf536975d06c0309214f805bb90ccff089219ecd68b2577efef23edd43b7e1a59";
+        let signature = hex32(hmac::sign(&key, sts.as_bytes()).as_ref());
+        assert_eq!(
+            std::str::from_utf8(&signature).unwrap(),
+            "5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7"
+        );
+    }
+}
