@@ -155,3 +155,49 @@ fn event_json(r: &AuditRecord) -> Value {
     }
     e
 }
+
+/// CloudTrail as a JSON 1.1 service: `LookupEvents` over the audit trail.
+#[derive(Debug, Clone)]
+pub struct CloudTrail {
+    log: AuditLog,
+    clock: std::sync::Arc<dyn sluice_core::Clock>,
+}
+
+impl CloudTrail {
+    /// CloudTrail over `log`.
+    pub fn new(log: AuditLog, clock: std::sync::Arc<dyn sluice_core::Clock>) -> Self {
+        Self { log, clock }
+    }
+}
+
+#[async_trait::async_trait]
+impl sluice_core::JsonService for CloudTrail {
+    fn signing_name(&self) -> &'static str {
+        "cloudtrail"
+    }
+
+    async fn handle(
+        &self,
+        op: &str,
+        ctx: &sluice_core::CallContext,
+        input: Value,
+    ) -> Result<Value, AwsError> {
+        match op {
+            "LookupEvents" => {
+                // Reading the trail is an account-level action; until IAM identity policies
+                // exist only the account's root principal may do it.
+                if ctx.principal.kind != sluice_core::PrincipalKind::Root {
+                    return Err(AwsError::access_denied(format!(
+                        "User: {} is not authorized to perform: cloudtrail:LookupEvents because no identity-based policy allows the cloudtrail:LookupEvents action",
+                        ctx.principal.arn
+                    )));
+                }
+                lookup_events(&self.log, &input, self.clock.now_millis()).await
+            }
+            other => Err(AwsError::client(
+                "UnsupportedOperationException",
+                format!("CloudTrail {other} is not supported by sluice; only LookupEvents is."),
+            )),
+        }
+    }
+}

@@ -12,7 +12,11 @@
 pub mod clock;
 pub mod error;
 pub mod principal;
+pub mod service;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::AwsError;
 pub use principal::{CallContext, Principal, PrincipalKind};
+pub use service::{
+    CredentialLookupError, CredentialSource, JsonService, QueryResponse, QueryService,
+};

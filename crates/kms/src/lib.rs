@@ -247,3 +247,14 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> AwsError {
         "An internal error occurred in KMS.",
     )
 }
+
+#[async_trait::async_trait]
+impl sluice_core::JsonService for Kms {
+    fn signing_name(&self) -> &'static str {
+        "kms"
+    }
+
+    async fn handle(&self, op: &str, ctx: &CallContext, input: Value) -> Result<Value, AwsError> {
+        Kms::handle(self, op, ctx, input).await
+    }
+}

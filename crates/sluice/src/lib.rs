@@ -7,3 +7,4 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod server;
+pub mod services;

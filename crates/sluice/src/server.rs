@@ -23,9 +23,9 @@ use axum::response::Response;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use sluice_audit::AuditLog;
-use sluice_core::{AwsError, CallContext, Clock, Principal, SystemClock};
+use sluice_core::{AwsError, CallContext, Clock, CredentialLookupError, Principal, SystemClock};
 use sluice_crypto::RootKey;
-use sluice_kms::{Kms, KmsConfig};
+use sluice_kms::Kms;
 use sluice_sigv4::{
     Credential, CredentialError, HttpRequestParts, Verifier, VerifyPolicy, header_pairs,
 };
@@ -44,8 +44,7 @@ pub struct AppState {
     verifier: Verifier,
     root_pair: AccessKeyPair,
     clock: Arc<dyn Clock>,
-    kms: Arc<Kms>,
-    audit: AuditLog,
+    services: crate::services::Services,
     requests: AtomicU64,
 }
 
@@ -139,25 +138,23 @@ pub async fn start_with(
     );
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = AuditLog::new(store.clone(), clock.clone(), &cfg.account_id);
-    let authz: Arc<dyn sluice_kms::Authorizer> = crate::authz::authorizer();
-    let kms = Arc::new(Kms::new(
-        store.clone(),
+    let services = crate::services::Services::build(&crate::services::Deps {
+        cfg: cfg.clone(),
+        store: store.clone(),
+        clock: clock.clone(),
         root,
-        clock.clone(),
-        audit.clone(),
-        authz,
-        KmsConfig {
-            account: cfg.account_id.clone(),
-            region: cfg.region.clone(),
-        },
-    ));
-    let policy = VerifyPolicy::new(cfg.region.clone(), &["kms", "cloudtrail"]);
+        audit,
+    })?;
+    let kms = services
+        .kms
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("the KMS service is missing"))?;
+    let policy = VerifyPolicy::new(cfg.region.clone(), &services.signing_names());
     let state = Arc::new(AppState {
         verifier: Verifier::new(policy),
         root_pair: root_pair.clone(),
         clock,
-        kms: kms.clone(),
-        audit,
+        services,
         cfg: cfg.clone(),
         requests: AtomicU64::new(0),
     });
@@ -346,8 +343,13 @@ async fn handle(
         }
     };
     match dispatch(&st, &parts, target, &body, peer, &request_id).await {
-        Ok(out) => json_response(out, &request_id),
-        Err((err, svc)) => {
+        Ok(Reply::Json(out)) => json_response(out, &request_id),
+        Ok(Reply::Query(q)) => query_response(q, &request_id),
+        Err((err, _, Some(q))) => {
+            tracing::debug!(code = %err.code, status = err.status, request_id, "request failed");
+            query_response(q.error_response(&err, &request_id), &request_id)
+        }
+        Err((err, svc, None)) => {
             tracing::debug!(code = %err.code, status = err.status, request_id, "request failed");
             error_response(&err, svc.or(service_hint), &request_id)
         }
@@ -365,7 +367,69 @@ fn normalize_target(t: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-type DispatchError = (AwsError, Option<&'static sluice_wire::Service>);
+type DispatchError = (
+    AwsError,
+    Option<&'static sluice_wire::Service>,
+    Option<Arc<dyn sluice_core::QueryService>>,
+);
+
+/// The signing name in the credential scope of the request's Authorization header or
+/// `X-Amz-Credential` query parameter, read without verifying anything (to choose the error
+/// format of the service the client believes it is calling).
+fn claimed_service(parts: &http::request::Parts) -> Option<String> {
+    let from_header = parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .map(str::to_string);
+    let cred = from_header.or_else(|| {
+        parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))
+                .map(|v| v.replace("%2F", "/").replace("%2f", "/"))
+        })
+    })?;
+    cred.split('/').nth(3).map(str::to_string)
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body.
+pub fn parse_form(body: &[u8]) -> Result<Vec<(String, String)>, AwsError> {
+    let text = std::str::from_utf8(body)
+        .map_err(|_| AwsError::client("MalformedQueryString", "The request body is not UTF-8."))?;
+    let decode = |s: &str| -> Result<String, AwsError> {
+        let plus = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| AwsError::client("MalformedQueryString", "The form is not valid UTF-8."))
+    };
+    let mut out = Vec::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push((decode(k)?, decode(v)?));
+    }
+    Ok(out)
+}
+
+fn query_response(resp: sluice_core::QueryResponse, request_id: &str) -> Response {
+    let mut r = Response::new(Body::from(resp.body));
+    *r.status_mut() = StatusCode::from_u16(resp.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", v);
+    }
+    r
+}
+
+enum Reply {
+    Json(Vec<u8>),
+    Query(sluice_core::QueryResponse),
+}
 
 async fn dispatch(
     st: &AppState,
@@ -374,7 +438,7 @@ async fn dispatch(
     body: &[u8],
     peer: SocketAddr,
     request_id: &str,
-) -> Result<Vec<u8>, DispatchError> {
+) -> Result<Reply, DispatchError> {
     let headers = header_pairs(&parts.headers);
     let req = HttpRequestParts {
         method: parts.method.as_str(),
@@ -382,6 +446,7 @@ async fn dispatch(
         query: parts.uri.query(),
         headers: &headers,
     };
+    let now_ms = st.clock.now_millis();
     let lookup =
         |akid: &str, token: Option<&str>| -> Result<Credential<Principal>, CredentialError> {
             if akid == st.root_pair.access_key_id {
@@ -393,30 +458,37 @@ async fn dispatch(
                     Principal::root(&st.cfg.account_id, Some(akid.to_string())),
                 ));
             }
+            for src in &st.services.credentials {
+                match src.lookup(akid, token, now_ms) {
+                    Ok((secret, principal)) => {
+                        return Ok(Credential {
+                            secret_access_key: secret,
+                            principal,
+                        });
+                    }
+                    Err(CredentialLookupError::Unknown) => continue,
+                    Err(CredentialLookupError::InvalidToken) => {
+                        return Err(CredentialError::InvalidSessionToken);
+                    }
+                    Err(CredentialLookupError::Expired) => {
+                        return Err(CredentialError::ExpiredSessionToken);
+                    }
+                }
+            }
             Err(CredentialError::UnknownAccessKey)
         };
     let verified = st
         .verifier
         .verify(&req, body, st.clock.now(), &lookup)
         .map_err(|e| {
-            (
-                AwsError::with_status(e.code(), e.status(), e.message().to_string()),
-                None,
-            )
+            let query =
+                claimed_service(parts).and_then(|svc| st.services.query.get(svc.as_str()).cloned());
+            let err = match &query {
+                Some(_) => AwsError::with_status(e.query_code(), e.query_status(), e.message()),
+                None => AwsError::with_status(e.code(), e.status(), e.message().to_string()),
+            };
+            (err, None, query)
         })?;
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let (svc, op, input) =
-        sluice_wire::parse_request(content_type, target, body).map_err(|e| (e, None))?;
-    if verified.service != svc.signing_name() {
-        let e = sluice_sigv4::SigV4Error::wrong_service(svc.signing_name());
-        return Err((
-            AwsError::with_status(e.code(), e.status(), e.message().to_string()),
-            Some(svc),
-        ));
-    }
     let mut ctx = CallContext::direct(verified.principal, &st.cfg.region, request_id);
     ctx.source_ip = Some(peer.ip().to_string());
     ctx.user_agent = parts
@@ -424,24 +496,39 @@ async fn dispatch(
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(256).collect());
-    let result = match svc.signing_name() {
-        "kms" => st.kms.handle(op.name(), &ctx, input).await,
-        "cloudtrail" => match op.name() {
-            "LookupEvents" => {
-                crate::authz::authorize_account_action(&ctx, "cloudtrail:LookupEvents")
-                    .map_err(|e| (e, Some(svc)))?;
-                sluice_audit::lookup::lookup_events(&st.audit, &input, st.clock.now_millis()).await
-            }
-            other => Err(AwsError::client(
-                "UnsupportedOperationException",
-                format!("CloudTrail {other} is not supported by sluice; only LookupEvents is."),
-            )),
-        },
-        other => Err(AwsError::client(
+
+    // awsQuery services (IAM, STS): form-encoded body, XML answers.
+    if let Some(q) = st.services.query.get(verified.service.as_str()) {
+        let params = parse_form(body).map_err(|e| (e, None, Some(q.clone())))?;
+        return Ok(Reply::Query(q.handle_query(&ctx, params).await));
+    }
+
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (svc, op, input) =
+        sluice_wire::parse_request(content_type, target, body).map_err(|e| (e, None, None))?;
+    if verified.service != svc.signing_name() {
+        let e = sluice_sigv4::SigV4Error::wrong_service(svc.signing_name());
+        return Err((
+            AwsError::with_status(e.code(), e.status(), e.message().to_string()),
+            Some(svc),
+            None,
+        ));
+    }
+    let result = match st.services.json.get(svc.signing_name()) {
+        Some(service) => service.handle(op.name(), &ctx, input).await,
+        None => Err(AwsError::client(
             "UnknownOperationException",
-            format!("The {other} service is not served by sluice yet."),
+            format!(
+                "The {} service is not served by sluice yet.",
+                svc.signing_name()
+            ),
         )),
     };
-    let out = result.map_err(|e| (e, Some(svc)))?;
-    Ok(serde_json::to_vec(&out).unwrap_or_else(|_| b"{}".to_vec()))
+    let out = result.map_err(|e| (e, Some(svc), None))?;
+    Ok(Reply::Json(
+        serde_json::to_vec(&out).unwrap_or_else(|_| b"{}".to_vec()),
+    ))
 }

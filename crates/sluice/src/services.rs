@@ -1,0 +1,89 @@
+//! The services a server hosts, built over the shared store, clock, root key and audit trail.
+//!
+//! To add a service: construct it in [`Services::build`] (after the services it calls) and
+//! register it with [`Services::json`] / [`Services::query`] / [`Services::credentials`]. The
+//! server routes each request to the service registered under the signing name of its
+//! credential scope.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sluice_audit::AuditLog;
+use sluice_core::{Clock, CredentialSource, JsonService, QueryService};
+use sluice_crypto::RootKey;
+use sluice_kms::{Kms, KmsConfig};
+use sluice_store::Store;
+
+use crate::config::Config;
+
+/// Everything services are built from.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The configuration.
+    pub cfg: Config,
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+    /// The root key.
+    pub root: Arc<RootKey>,
+    /// The audit trail.
+    pub audit: AuditLog,
+}
+
+/// The hosted services.
+#[derive(Debug, Default)]
+pub struct Services {
+    /// JSON 1.1 services by signing name.
+    pub json: HashMap<&'static str, Arc<dyn JsonService>>,
+    /// awsQuery services by signing name.
+    pub query: HashMap<&'static str, Arc<dyn QueryService>>,
+    /// Credential sources besides the root key pair, consulted in order.
+    pub credentials: Vec<Arc<dyn CredentialSource>>,
+    /// The KMS service (other services and the maintenance loop use it directly).
+    pub kms: Option<Arc<Kms>>,
+}
+
+impl Services {
+    /// Builds every service.
+    pub fn build(d: &Deps) -> anyhow::Result<Self> {
+        let mut s = Services::default();
+
+        let kms = Arc::new(Kms::new(
+            d.store.clone(),
+            d.root.clone(),
+            d.clock.clone(),
+            d.audit.clone(),
+            crate::authz::authorizer(),
+            KmsConfig {
+                account: d.cfg.account_id.clone(),
+                region: d.cfg.region.clone(),
+            },
+        ));
+        s.add_json(kms.clone());
+        s.kms = Some(kms);
+
+        s.add_json(Arc::new(sluice_audit::lookup::CloudTrail::new(
+            d.audit.clone(),
+            d.clock.clone(),
+        )));
+        Ok(s)
+    }
+
+    /// Registers a JSON 1.1 service.
+    pub fn add_json(&mut self, svc: Arc<dyn JsonService>) {
+        self.json.insert(svc.signing_name(), svc);
+    }
+
+    /// Registers an awsQuery service.
+    pub fn add_query(&mut self, svc: Arc<dyn QueryService>) {
+        self.query.insert(svc.signing_name(), svc);
+    }
+
+    /// The signing names the server accepts.
+    pub fn signing_names(&self) -> Vec<&'static str> {
+        let mut v: Vec<&'static str> = self.json.keys().chain(self.query.keys()).copied().collect();
+        v.sort_unstable();
+        v
+    }
+}
