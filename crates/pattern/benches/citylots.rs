@@ -9,7 +9,8 @@
 //! (about 30 s); otherwise generate it with any generator writing that file.
 //!
 //! Run: `cargo bench -p sluice-pattern --bench citylots`. Knobs (environment):
-//! `SLUICE_BENCH_PASSES` (timed passes, default 5), `SLUICE_BENCH_EVENTS` (use only the first N
+//! `SLUICE_BENCH_DATA` (another events file, one JSON per line, gzip), `SLUICE_BENCH_TOUCH=d`
+//! (see below), `SLUICE_BENCH_PASSES` (timed passes, default 5), `SLUICE_BENCH_EVENTS` (use only the first N
 //! events), `SLUICE_BENCH_SETS` (comma-separated rule-set names), `SLUICE_BENCH_SCALING=0` to
 //! skip the scaling part, `SLUICE_BENCH_QUAMINA=0` to skip quamina.
 
@@ -27,6 +28,9 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 fn data_file() -> PathBuf {
+    if let Ok(p) = std::env::var("SLUICE_BENCH_DATA") {
+        return PathBuf::from(p);
+    }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dir = root.join("bench-data");
     let file = dir.join("citylots2.json.gz");
@@ -83,6 +87,12 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+thread_local! {
+    /// `SLUICE_BENCH_TOUCH=d`: before matching event k, read the first byte of event k+d (for
+    /// both engines alike), so the event's first cache line is not a cold DRAM miss.
+    static TOUCH_AHEAD: Option<usize> = std::env::var("SLUICE_BENCH_TOUCH").ok().and_then(|v| v.parse().ok()).filter(|&d| d > 0);
+}
+
 /// Median events/s of the timed passes: by thread CPU time and by wall time.
 #[derive(Clone, Copy)]
 struct Rate {
@@ -101,13 +111,17 @@ fn measure(
         pass(ev, &mut counts);
     }
     let warm = counts.clone();
+    let touch_ahead = TOUCH_AHEAD.with(|t| *t);
     let mut wall = Vec::new();
     let mut cpu = Vec::new();
     for _ in 0..passes {
         counts.iter_mut().for_each(|c| *c = 0);
         let c0 = thread_cpu();
         let t = Instant::now();
-        for ev in events {
+        for (k, ev) in events.iter().enumerate() {
+            if let Some(ahead) = touch_ahead.and_then(|d| events.get(k + d)) {
+                std::hint::black_box(ahead[0]);
+            }
             pass(ev, &mut counts);
         }
         let w = t.elapsed().as_secs_f64();

@@ -242,42 +242,190 @@ pub(crate) fn skip_rest(buf: &[u8], i: usize) -> Res<usize> {
     skip_nested(buf, i, 1)
 }
 
-fn skip_nested(buf: &[u8], start: usize, mut depth: usize) -> Res<usize> {
-    let mut i = start;
+/// Exact per-byte equality: 0x80 in every byte of `w` equal to `b`, nothing elsewhere.
+#[inline(always)]
+fn eq_exact(w: u64, b: u8) -> u64 {
+    let t = w ^ (LO * u64::from(b));
+    !(((t & !HI).wrapping_add(!HI)) | t) & HI
+}
+
+/// Packs the 0x80-per-byte mask of one word into 8 bits (bit j = byte j).
+#[inline(always)]
+fn pack(m: u64) -> u64 {
+    ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+}
+
+/// Bit masks over 64 bytes: (quotes, any backslash (nonzero or not), opening brackets,
+/// closing brackets).
+#[inline(always)]
+fn masks64(block: &[u8]) -> (u64, u64, u64, u64) {
+    let (mut q, mut bs, mut o, mut c) = (0u64, 0u64, 0u64, 0u64);
+    for k in 0..8 {
+        let w = word(block, 8 * k);
+        let x = w | (LO * 0x20);
+        let sh = 8 * k as u32;
+        q |= pack(eq_exact(w, b'"')) << sh;
+        bs |= eq_mask(w, b'\\');
+        o |= pack(eq_exact(x, b'{')) << sh;
+        c |= pack(eq_exact(x, b'}')) << sh;
+    }
+    (q, bs, o, c)
+}
+
+/// Inclusive prefix XOR: bit k = XOR of bits 0..=k.
+#[inline(always)]
+fn prefix_xor(mut x: u64) -> u64 {
+    x ^= x << 1;
+    x ^= x << 2;
+    x ^= x << 4;
+    x ^= x << 8;
+    x ^= x << 16;
+    x ^= x << 32;
+    x
+}
+
+/// Skips until bracket depth (starting at `depth`, with `start` outside any string) returns
+/// to zero; returns the index after that closing bracket.
+///
+/// 64-byte blocks are classified branch-free (SWAR): a prefix XOR of the quote mask marks the
+/// bytes inside strings, brackets outside strings are counted with popcount, and only a block in
+/// which the depth could reach zero is walked bit by bit. Blocks containing a backslash, and
+/// the tail, take the byte-at-a-time path.
+fn skip_nested(buf: &[u8], start: usize, depth: usize) -> Res<usize> {
     let n = buf.len();
-    loop {
-        while i + 8 <= n {
-            let w = word(buf, i);
-            let x = w | (LO * 0x20);
-            let m = eq_mask(w, b'"') | eq_mask(x, b'{') | eq_mask(x, b'}');
-            if m != 0 {
-                i += (m.trailing_zeros() / 8) as usize;
-                break;
-            }
-            i += 8;
-        }
-        match buf.get(i) {
-            Some(b'"') => i = skip_string_fast(buf, i + 1)?,
-            Some(b'{' | b'[') => {
-                depth += 1;
-                i += 1;
-            }
-            Some(b'}' | b']') => {
-                depth -= 1;
-                i += 1;
-                if depth == 0 {
-                    return Ok(i);
+    let mut i = start;
+    let mut depth = depth as i64;
+    let mut in_str = false;
+    while i + 64 <= n {
+        let (q, bs, o, c) = masks64(&buf[i..i + 64]);
+        if bs != 0 {
+            let end = i + 64;
+            while i < end {
+                if let Some(done) = scalar_step(buf, &mut i, &mut depth, &mut in_str) {
+                    return Ok(done);
                 }
             }
-            Some(_) => i += 1,
-            None => return err(n, "unterminated object or array"),
+            continue;
+        }
+        if o | c == 0 {
+            // no brackets: only the string state carries over
+            in_str ^= q.count_ones() & 1 == 1;
+            i += 64;
+            continue;
+        }
+        let mut inside = prefix_xor(q);
+        if in_str {
+            inside = !inside;
+        }
+        in_str = inside >> 63 == 1;
+        let opens = o & !inside;
+        let closes = c & !inside;
+        if i64::from(closes.count_ones()) < depth {
+            depth += i64::from(opens.count_ones()) - i64::from(closes.count_ones());
+        } else {
+            let mut m = opens | closes;
+            while m != 0 {
+                let b = m.trailing_zeros();
+                if opens >> b & 1 == 1 {
+                    depth += 1;
+                } else {
+                    depth -= 1;
+                    if depth == 0 {
+                        return Ok(i + b as usize + 1);
+                    }
+                }
+                m &= m - 1;
+            }
+        }
+        i += 64;
+    }
+    while i < n {
+        if let Some(done) = scalar_step(buf, &mut i, &mut depth, &mut in_str) {
+            return Ok(done);
         }
     }
+    err(n, "unterminated object or array")
+}
+
+/// One byte of the scalar skip; returns the end when the depth reaches zero.
+#[inline(always)]
+fn scalar_step(buf: &[u8], i: &mut usize, depth: &mut i64, in_str: &mut bool) -> Option<usize> {
+    let b = buf[*i];
+    if *in_str {
+        match b {
+            b'\\' => *i += 1,
+            b'"' => *in_str = false,
+            _ => {}
+        }
+    } else {
+        match b {
+            b'"' => *in_str = true,
+            b'{' | b'[' => *depth += 1,
+            b'}' | b']' => {
+                *depth -= 1;
+                if *depth == 0 {
+                    return Some(*i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    *i += 1;
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Byte-at-a-time oracle for the block skip.
+    fn skip_oracle(buf: &[u8], start: usize) -> Option<usize> {
+        let (mut depth, mut in_str, mut i) = (0i64, false, start);
+        while i < buf.len() {
+            if let Some(d) = scalar_step(buf, &mut i, &mut depth, &mut in_str) {
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn block_skip_matches_oracle() {
+        let pieces: &[&[u8]] = &[
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b"\"",
+            b"\\\\",
+            b"\\\"",
+            b"x",
+            b"12345678",
+            b",",
+            b":",
+            b"\"]}\"",
+            b"{\"x\":-122.42916360922355,\"y\":37.7299,\"z\":0.0}",
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for _ in 0..3000 {
+            let mut doc = b"[".to_vec();
+            let len = (seed % 200) as usize;
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                doc.extend_from_slice(pieces[(seed % pieces.len() as u64) as usize]);
+            }
+            doc.extend_from_slice(b"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+            let want = skip_oracle(&doc, 0);
+            assert_eq!(
+                skip_container(&doc, 0).ok(),
+                want,
+                "{}",
+                String::from_utf8_lossy(&doc)
+            );
+        }
+    }
 
     #[test]
     fn lexing() {

@@ -49,7 +49,7 @@ impl Children {
         match self {
             Children::Small(v) => v
                 .iter()
-                .position(|(k, _)| **k == *key)
+                .position(|(k, _)| k.len() == key.len() && k.first() == key.first() && **k == *key)
                 .map(|p| (v[p].1, p as u32)),
             Children::Map(m) => m.get(key).copied(),
         }
@@ -99,7 +99,11 @@ pub struct Compiled<Id> {
     absent_slots: usize,
     negs: usize,
     max_event_depth: usize,
+    /// Unique per build, so a [`Scratch`] knows when it must resize.
+    build_id: u64,
 }
+
+static NEXT_BUILD: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 impl<Id: Clone> Compiled<Id> {
     /// Compiles rules: `(id, patterns)`; a rule matches when any of its patterns does.
@@ -121,6 +125,7 @@ impl<Id: Clone> Compiled<Id> {
             absent_slots: 0,
             negs: 0,
             max_event_depth: limits.max_event_depth,
+            build_id: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let mut next_neg = 0u32;
         for (id, patterns) in rules {
@@ -282,6 +287,7 @@ impl<Id: Clone> Compiled<Id> {
 /// Per-thread working memory for matching; reuse one per thread to avoid allocation.
 #[derive(Debug, Default)]
 pub struct Scratch {
+    built_for: u64,
     epoch: u32,
     value_gen: u32,
     rule_stamp: Vec<u32>,
@@ -320,14 +326,18 @@ impl Scratch {
                 false
             }
         }
-        let mut reset = fit(&mut self.rule_stamp, c.ids.len());
-        reset |= fit(&mut self.pred_stamp, c.preds.len());
-        reset |= fit(&mut self.sub_stamp, c.subrules.len());
-        reset |= fit(&mut self.slot_stamp, c.absent_slots);
-        reset |= fit(&mut self.neg_stamp, c.negs);
-        fit(&mut self.pred_head, c.preds.len());
-        fit(&mut self.sub_count, c.subrules.len());
-        fit(&mut self.slot_head, c.absent_slots);
+        let mut reset = false;
+        if self.built_for != c.build_id {
+            self.built_for = c.build_id;
+            reset |= fit(&mut self.rule_stamp, c.ids.len());
+            reset |= fit(&mut self.pred_stamp, c.preds.len());
+            reset |= fit(&mut self.sub_stamp, c.subrules.len());
+            reset |= fit(&mut self.slot_stamp, c.absent_slots);
+            reset |= fit(&mut self.neg_stamp, c.negs);
+            fit(&mut self.pred_head, c.preds.len());
+            fit(&mut self.sub_count, c.subrules.len());
+            fit(&mut self.slot_head, c.absent_slots);
+        }
         self.epoch = self.epoch.wrapping_add(1);
         if reset || self.epoch == 0 || self.value_gen > u32::MAX - (1 << 20) {
             for v in [
@@ -378,7 +388,8 @@ impl<Id> Scan<'_, '_, Id> {
         }
         let buf = self.buf;
         let wanted = self.c.nodes[node].children.len();
-        let mut seen: smallvec::SmallVec<[u64; 1]> = smallvec::smallvec![0; wanted.div_ceil(64)];
+        let mut seen: smallvec::SmallVec<[u64; 1]> = smallvec::SmallVec::new();
+        seen.resize(wanted.div_ceil(64), 0);
         let mut found = 0usize;
         i = json::skip_ws(buf, i + 1);
         if buf.get(i) == Some(&b'}') {
@@ -528,7 +539,7 @@ impl<Id> Scan<'_, '_, Id> {
         }
         let field = &self.c.fields[n.field as usize];
         let s = &mut *self.s;
-        s.value_gen += 1;
+        s.value_gen = s.value_gen.wrapping_add(1);
         let vg = s.value_gen;
         let mut hits: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
         let mut fold = std::mem::take(&mut s.fold);
