@@ -60,7 +60,8 @@
 //!    digest can never vouch for a different body); `UNSIGNED-PAYLOAD` → accepted only with
 //!    [`VerifyPolicy::allow_unsigned_payload`]; anything else (`STREAMING-...`) rejected. A
 //!    presigned URL without the header is tried with the body's hash and then, if the policy
-//!    allows unsigned payloads, with `UNSIGNED-PAYLOAD` (botocore presigns that way).
+//!    allows unsigned payloads, with `UNSIGNED-PAYLOAD` (as S3-style presigners sign; botocore
+//!    and aws-sigv4 presign non-S3 requests over the body hash, which is tried first).
 //! 9. Signature: recomputed and compared in constant time with the 64 hex digits given.
 //!
 //! # Canonicalisation (exactly as computed)

@@ -59,7 +59,7 @@ pub struct VerifyPolicy {
     /// Largest allowed difference between the request's timestamp and `now`.
     pub max_skew: Duration,
     /// Accept `x-amz-content-sha256: UNSIGNED-PAYLOAD` (the body is then not covered by the
-    /// signature), and presigned URLs signed with `UNSIGNED-PAYLOAD` as botocore makes them.
+    /// signature), and presigned URLs signed with `UNSIGNED-PAYLOAD` (S3-style presigners).
     pub allow_unsigned_payload: bool,
     /// Accept the presigned query form at all.
     pub allow_presigned: bool,
