@@ -17,6 +17,7 @@
 //!   update.
 
 pub mod authz;
+mod managed;
 pub mod model;
 mod ops;
 pub mod policy_authz;
@@ -79,6 +80,10 @@ pub struct Kms {
     pub(crate) cfg: KmsConfig,
     /// Loaded keys by key id; an entry is valid while its store version is current.
     cache: RwLock<HashMap<String, Arc<LoadedKey>>>,
+    /// Alias name -> key id, for aliases read since the last alias write.
+    aliases: RwLock<HashMap<String, String>>,
+    /// Bumped by every [`Kms::forget`]; a load that raced with a write does not cache.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The plaintext and ciphertext of a data key.
@@ -117,6 +122,8 @@ impl Kms {
             authz,
             cfg,
             cache: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            aliases: RwLock::new(HashMap::new()),
         }
     }
 
@@ -173,22 +180,24 @@ impl Kms {
         )
     }
 
-    /// Loads key `key_id` (a UUID), from the cache when its version is current.
+    /// Loads key `key_id` (a UUID), from the cache when present.
+    ///
+    /// The cache is authoritative because this process is the only writer of its store (the
+    /// data directory is locked) and every write of a key record drops the cached copy
+    /// ([`Kms::forget`]) once it commits. A scale-out store will need version checks here.
     pub(crate) async fn load_key(&self, key_id: &str) -> Result<Option<Arc<LoadedKey>>, AwsError> {
+        if let Some(k) = self.cache.read().get(key_id) {
+            return Ok(Some(k.clone()));
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let stored = self
             .store
             .get(NS_KEYS, key_id.as_bytes())
             .await
             .map_err(internal)?;
         let Some(stored) = stored else {
-            self.cache.write().remove(key_id);
             return Ok(None);
         };
-        if let Some(k) = self.cache.read().get(key_id)
-            && k.version == stored.version
-        {
-            return Ok(Some(k.clone()));
-        }
         let record: KeyRecord = serde_json::from_slice(&stored.value).map_err(internal)?;
         let mut materials = HashMap::new();
         for m in &record.materials {
@@ -212,14 +221,48 @@ impl Kms {
             version: stored.version,
             materials,
         });
-        self.cache
-            .write()
-            .insert(key_id.to_string(), loaded.clone());
+        let mut cache = self.cache.write();
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(key_id.to_string(), loaded.clone());
+        }
         Ok(Some(loaded))
     }
 
+    /// The key id an alias names, from the alias cache or the store.
+    pub(crate) async fn alias_target(&self, alias: &str) -> Result<Option<String>, AwsError> {
+        if let Some(id) = self.aliases.read().get(alias) {
+            return Ok(Some(id.clone()));
+        }
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let Some(v) = self
+            .store
+            .get(model::NS_ALIASES, alias.as_bytes())
+            .await
+            .map_err(internal)?
+        else {
+            return Ok(None);
+        };
+        let rec: model::AliasRecord = serde_json::from_slice(&v.value).map_err(internal)?;
+        let mut cache = self.aliases.write();
+        if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
+            cache.insert(alias.to_string(), rec.target_key_id.clone());
+        }
+        Ok(Some(rec.target_key_id))
+    }
+
+    /// Drops every cached alias (after any alias write).
+    pub(crate) fn forget_aliases(&self) {
+        let mut cache = self.aliases.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.clear();
+    }
+
     pub(crate) fn forget(&self, key_id: &str) {
-        self.cache.write().remove(key_id);
+        let mut cache = self.cache.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(key_id);
     }
 
     pub(crate) fn seal_material(&self, key_id: &str, id: u32, m: &KeyMaterial) -> String {

@@ -120,6 +120,19 @@ pub(crate) async fn dispatch(
 
 struct Retry;
 
+/// Marker in [`Outcome::touched`] for "an alias changed".
+const ALIASES: &str = "alias:*";
+
+fn forget_touched(k: &Kms, touched: &[String]) {
+    for id in touched {
+        if id == ALIASES {
+            k.forget_aliases();
+        } else {
+            k.forget(id);
+        }
+    }
+}
+
 async fn finish(
     k: &Kms,
     ctx: &CallContext,
@@ -140,15 +153,11 @@ async fn finish(
             let batch = k.audit.append_to(out.batch.unwrap_or_default(), &record);
             match k.store.apply(batch).await {
                 Ok(_) => {
-                    for id in &out.touched {
-                        k.forget(id);
-                    }
+                    forget_touched(k, &out.touched);
                     Ok(Ok(out.response))
                 }
                 Err(StoreError::Conflict) => {
-                    for id in &out.touched {
-                        k.forget(id);
-                    }
+                    forget_touched(k, &out.touched);
                     Err(Retry)
                 }
                 Err(e) => Ok(Err(internal(e))),
@@ -378,16 +387,9 @@ fn is_uuid(s: &str) -> bool {
 async fn resolve(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>, AwsError> {
     let id = match parse_key_ref(k, raw)? {
         KeyRef::Id(id) => id,
-        KeyRef::Alias(alias) => {
-            let rec = k
-                .store
-                .get(NS_ALIASES, alias.as_bytes())
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(&alias))))?;
-            let rec: AliasRecord = serde_json::from_slice(&rec.value).map_err(internal)?;
-            rec.target_key_id
-        }
+        KeyRef::Alias(alias) => k.alias_target(&alias).await?.ok_or_else(|| {
+            not_found(format!("Alias {} is not found.", k.alias_arn(&alias)))
+        })?,
     };
     let key = k
         .load_key(&id)
@@ -918,7 +920,7 @@ async fn create_alias(
         response: json!({}),
         batch: Some(batch),
         elements: Value::Null,
-        touched: vec![],
+        touched: vec![ALIASES.to_string()],
     })
 }
 
@@ -952,7 +954,7 @@ async fn update_alias(
         response: json!({}),
         batch: Some(batch),
         elements: Value::Null,
-        touched: vec![],
+        touched: vec![ALIASES.to_string()],
     })
 }
 
@@ -989,7 +991,7 @@ async fn delete_alias(
         response: json!({}),
         batch: Some(batch),
         elements: Value::Null,
-        touched: vec![],
+        touched: vec![ALIASES.to_string()],
     })
 }
 
@@ -1719,6 +1721,7 @@ async fn delete_key_now(
     match k.store.apply(batch).await {
         Ok(_) | Err(StoreError::Conflict) => {
             k.forget(&rec.key_id);
+            k.forget_aliases();
             Ok(())
         }
         Err(e) => Err(internal(e)),
