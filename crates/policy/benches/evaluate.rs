@@ -80,6 +80,26 @@ fn bench(c: &mut Criterion) {
     g.bench_function("key_policy_20_plus_identity_user_allow", |b| {
         b.iter(|| evaluate(black_box(&ra), black_box(&ia)))
     });
+
+    let mixed = Policy::parse_identity_policy(&mixed_identity_policy()).unwrap();
+    assert_eq!(mixed.statement_count(), 20);
+    let mixed_ids = [&mixed];
+    let rg = Request {
+        principal: alice,
+        action: "kms:Decrypt",
+        resource: KEY,
+        context: &ctx,
+    };
+    let ig = Inputs {
+        identity_policies: &mixed_ids,
+        resource_policy: Some(&story),
+        resource_account: ACCT,
+        kind: ResourceKind::KmsKey,
+    };
+    assert!(evaluate(&rg, &ig).is_allowed());
+    g.bench_function("identity_20_mixed_services_plus_story_a", |b| {
+        b.iter(|| evaluate(black_box(&rg), black_box(&ig)))
+    });
     g.finish();
 
     let mut g = c.benchmark_group("slow_path");

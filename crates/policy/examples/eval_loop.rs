@@ -3,7 +3,7 @@
 //!
 //! `perf stat -e task-clock cargo run --release --example eval_loop -p sluice-policy -- big 10000000`
 //!
-//! CPU ns per call = task-clock / N. Scenarios: `story`, `big`, `deny`, `user`.
+//! CPU ns per call = task-clock / N. Scenarios: `story`, `big`, `deny`, `user`, `mixed`.
 
 #[path = "../benches/support/scenario.rs"]
 mod scenario;
@@ -43,12 +43,15 @@ fn main() {
         "alice",
     );
     let ids = [&identity];
+    let mixed = Policy::parse_identity_policy(&mixed_identity_policy()).unwrap();
+    let mixed_ids = [&mixed];
     let (principal, context, policy, identities): (_, _, _, &[&Policy]) = match which {
         "story" => (root, &ctx, &story, &[]),
         "big" => (root, &ctx, &big, &[]),
         "deny" => (root, &direct, &big, &[]),
         "user" => (alice, &ctx, &big, &ids),
-        other => panic!("unknown scenario {other:?} (story, big, deny, user)"),
+        "mixed" => (alice, &ctx, &story, &mixed_ids),
+        other => panic!("unknown scenario {other:?} (story, big, deny, user, mixed)"),
     };
     let req = Request {
         principal,

@@ -223,9 +223,32 @@ pub(crate) fn with_lower_action<R>(action: &str, f: impl FnOnce(&str) -> R) -> R
 }
 
 /// `action` must be lowercased ([`with_lower_action`]); patterns are stored lowercased.
-pub(crate) fn action_match(a: &Actions, action: &str) -> bool {
-    let hit = a.any || a.patterns.iter().any(|p| p.matches(action, &|_| None));
+pub(crate) fn action_match(a: &Actions, action: &ReqAction<'_>) -> bool {
+    let hit = a.any
+        || (a
+            .services
+            .as_ref()
+            .is_none_or(|svcs| svcs.iter().any(|s| s_eq(s, action.service)))
+            && a.patterns
+                .iter()
+                .any(|p| p.matches(action.lower, &|_| None)));
     hit != a.negated
+}
+
+/// The request's action, lowercased, and its service part.
+pub(crate) struct ReqAction<'a> {
+    pub lower: &'a str,
+    pub service: &'a str,
+}
+
+impl<'a> ReqAction<'a> {
+    pub(crate) fn new(lower: &'a str) -> Self {
+        let end = lower.bytes().position(|b| b == b':').unwrap_or(lower.len());
+        ReqAction {
+            lower,
+            service: &lower[..end],
+        }
+    }
 }
 
 /// The request's resource, split into ARN segments on first use (key policies use `"*"`).
@@ -383,7 +406,7 @@ pub(crate) fn combine(req: &Request<'_>, inputs: &Inputs<'_>, f: &Found) -> Outc
 fn statement_applies<'v>(
     st: &Statement,
     pm: PrincipalMatch,
-    action: &str,
+    action: &ReqAction<'_>,
     res: &ReqResource<'_>,
     req: &Request<'v>,
     resolve: &dyn Fn(&KeyId) -> Option<&'v str>,
@@ -404,10 +427,12 @@ pub(crate) fn resolver<'a>(req: &'a Request<'a>) -> impl Fn(&KeyId) -> Option<&'
 
 /// Decides `req` against `inputs` (hot path; no explanation is built).
 pub fn evaluate(req: &Request<'_>, inputs: &Inputs<'_>) -> Outcome {
-    with_lower_action(req.action, |action| evaluate_lowered(req, action, inputs))
+    with_lower_action(req.action, |action| {
+        evaluate_lowered(req, &ReqAction::new(action), inputs)
+    })
 }
 
-fn evaluate_lowered(req: &Request<'_>, action: &str, inputs: &Inputs<'_>) -> Outcome {
+fn evaluate_lowered(req: &Request<'_>, action: &ReqAction<'_>, inputs: &Inputs<'_>) -> Outcome {
     let resolve = resolver(req);
     let res = ReqResource::new(req.resource);
     let mut f = Found::default();

@@ -11,9 +11,9 @@
 use crate::condition::{BaseOp, Condition, SetMode};
 use crate::context::{KeyId, Request, lookup_id};
 use crate::eval::{
-    Decision, Found, Inputs, Outcome, PolicySlot, PrincipalMatch, ReqResource, ResourceKind,
-    StatementRef, action_match, combine, implicit_identity_allow, principal_match, resolver,
-    resource_match, with_lower_action,
+    Decision, Found, Inputs, Outcome, PolicySlot, PrincipalMatch, ReqAction, ReqResource,
+    ResourceKind, StatementRef, action_match, combine, implicit_identity_allow, principal_match,
+    resolver, resource_match, with_lower_action,
 };
 use crate::policy::{Effect, Policy, Principals, Statement};
 use serde::Serialize;
@@ -309,7 +309,7 @@ fn trace_statement<'v>(
             )
         }
     };
-    let a_ok = with_lower_action(req.action, |a| action_match(&st.action, a));
+    let a_ok = with_lower_action(req.action, |a| action_match(&st.action, &ReqAction::new(a)));
     let elem = if st.action.negated {
         "NotAction"
     } else {

@@ -170,7 +170,7 @@ impl Pattern {
             Kind::Any => true,
             Kind::Exact(l) => eq(l, s, self.ci),
             Kind::Prefix(l) => {
-                s.len() >= l.len() && s.is_char_boundary(l.len()) && eq(l, &s[..l.len()], self.ci)
+                s.len() >= l.len() && bytes_eq(&s.as_bytes()[..l.len()], l.as_bytes(), self.ci)
             }
             Kind::Lits {
                 first,
@@ -254,26 +254,43 @@ pub(crate) fn s_eq(a: &str, b: &str) -> bool {
     fast_eq(a.as_bytes(), b.as_bytes())
 }
 
-/// Byte equality compared eight bytes at a time, inline: the strings compared here (actions,
-/// ARNs, key names) are short, and a libc `memcmp` call costs more than the comparison.
+/// Byte equality with word loads, inline: the strings compared here (actions, ARNs, key
+/// names) are short, and a libc `memcmp` call costs more than the comparison itself.
 #[inline]
 pub(crate) fn fast_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
+    let n = a.len();
+    if n != b.len() {
         return false;
     }
-    let mut ac = a.chunks_exact(8);
-    let mut bc = b.chunks_exact(8);
-    for (x, y) in (&mut ac).zip(&mut bc) {
-        if u64::from_ne_bytes(x.try_into().unwrap_or_default())
-            != u64::from_ne_bytes(y.try_into().unwrap_or_default())
-        {
-            return false;
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 <= n {
+            if word8(a, i) != word8(b, i) {
+                return false;
+            }
+            i += 8;
         }
+        // The last word overlaps the previous one when n is not a multiple of 8.
+        return word8(a, n - 8) == word8(b, n - 8);
     }
-    ac.remainder()
-        .iter()
-        .zip(bc.remainder())
-        .all(|(x, y)| x == y)
+    if n >= 4 {
+        return word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4);
+    }
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+#[inline(always)]
+fn word8(s: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&s[i..i + 8]);
+    u64::from_ne_bytes(w)
+}
+
+#[inline(always)]
+fn word4(s: &[u8], i: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&s[i..i + 4]);
+    u32::from_ne_bytes(w)
 }
 
 /// First occurrence of `needle` in `hay`: a scan for the first byte, then a comparison (no
@@ -302,7 +319,9 @@ fn find(hay: &[u8], needle: &[u8], ci: bool) -> Option<usize> {
     None
 }
 
-#[inline]
+/// Out of line so that [`Pattern::matches`] stays small (few saved registers) for the
+/// common kinds.
+#[inline(never)]
 fn lits_match(
     first: &str,
     middle: &[Needle],

@@ -89,6 +89,10 @@ pub(crate) struct Actions {
     pub any: bool,
     pub patterns: Vec<Pattern>,
     pub raw: Vec<String>,
+    /// The distinct (lowercased) services of the patterns, when none has a wildcard in its
+    /// service part: a statement whose services do not include the request's is skipped with
+    /// one comparison per service instead of one pattern match per action.
+    pub services: Option<Vec<Box<str>>>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -606,11 +610,26 @@ fn actions(v: &Value, cx: &Ctx<'_>, member: &str, negated: bool) -> Result<Actio
         .map_err(|e| cx.err(Some(member.to_string()), e.0))?;
         patterns.push(pat);
     }
+    let mut services: Option<Vec<Box<str>>> = Some(Vec::new());
+    for a in &raw {
+        match a.split_once(':') {
+            Some((svc, _)) if !svc.contains(['*', '?']) => {
+                let svc = svc.to_ascii_lowercase();
+                if let Some(list) = services.as_mut()
+                    && !list.iter().any(|s| **s == *svc)
+                {
+                    list.push(svc.into_boxed_str());
+                }
+            }
+            _ => services = None,
+        }
+    }
     Ok(Actions {
         negated,
         any,
         patterns,
         raw,
+        services,
     })
 }
 

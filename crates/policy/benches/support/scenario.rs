@@ -62,3 +62,40 @@ pub fn big_key_policy() -> String {
         st.join(",")
     )
 }
+
+/// A 20-statement identity policy over several services, every statement with a condition, as
+/// IAM users accumulate them; the request (kms:Decrypt) matches the last statement only.
+pub fn mixed_identity_policy() -> String {
+    let services = [
+        "s3",
+        "ec2",
+        "sqs",
+        "sns",
+        "dynamodb",
+        "logs",
+        "events",
+        "firehose",
+        "secretsmanager",
+        "lambda",
+    ];
+    let mut st = Vec::new();
+    for i in 0..19 {
+        let svc = services[i % services.len()];
+        st.push(format!(
+            r#"{{"Sid":"S{i}","Effect":"{}","Action":["{svc}:Get*","{svc}:List*","{svc}:Describe*"],
+            "Resource":"arn:aws:{svc}:us-east-1:111122223333:*/team-{i}/*",
+            "Condition":{{"StringEquals":{{"aws:RequestedRegion":"us-east-1"}},"Bool":{{"aws:SecureTransport":"true"}}}}}}"#,
+            if i % 7 == 3 { "Deny" } else { "Allow" }
+        ));
+    }
+    st.push(
+        r#"{"Sid":"UseKeyViaSecretsManager","Effect":"Allow","Action":["kms:Decrypt","kms:GenerateDataKey"],
+        "Resource":"arn:aws:kms:us-east-1:111122223333:key/*",
+        "Condition":{"StringLike":{"kms:ViaService":"secretsmanager.*.amazonaws.com"}}}"#
+            .to_string(),
+    );
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{}]}}"#,
+        st.join(",")
+    )
+}
