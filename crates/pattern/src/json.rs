@@ -26,10 +26,22 @@ pub(crate) fn skip_ws(buf: &[u8], mut i: usize) -> usize {
 }
 
 /// `i` is just after the opening quote. Returns (index of the closing quote, has escapes).
+/// Control characters (< 0x20) inside the string are an error. Eight bytes at a time (SWAR).
 #[inline]
 pub(crate) fn string_end(buf: &[u8], mut i: usize) -> Res<(usize, bool)> {
     let mut escaped = false;
+    let n = buf.len();
     loop {
+        while i + 8 <= n {
+            let w = word(buf, i);
+            // bytes < 0x20: (w - 0x20..) & !w & 0x80.. (lowest flag exact, like eq_mask)
+            let m = eq_mask(w, b'"') | eq_mask(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI);
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
         match buf.get(i) {
             Some(b'"') => return Ok((i, escaped)),
             Some(b'\\') => {
@@ -38,7 +50,7 @@ pub(crate) fn string_end(buf: &[u8], mut i: usize) -> Res<(usize, bool)> {
             }
             Some(&b) if b < 0x20 => return err(i, "control character in string"),
             Some(_) => i += 1,
-            None => return err(i, "unterminated string"),
+            None => return err(i.min(n), "unterminated string"),
         }
     }
 }
@@ -436,6 +448,15 @@ mod tests {
         assert_eq!(skip_value(long, 0).unwrap(), long.len() - 1);
         assert_eq!(skip_value(br#""0123456789\"0123456789"x"#, 0).unwrap(), 24);
         assert!(skip_value(br#""0123456789abcdefgh"#, 0).is_err());
+        assert_eq!(string_end(b"abcdefghijklmn\"", 0).unwrap(), (14, false));
+        assert_eq!(string_end(br#"abcdefgh\"ijklmn" "#, 0).unwrap(), (16, true));
+        assert!(string_end(b"abcdefghij\x01klmn\"", 0).is_err());
+        assert!(string_end(b"abc\x1fdefghijklmn\"", 0).is_err());
+        assert!(string_end(b"abcdefghijklmn", 0).is_err());
+        assert_eq!(
+            string_end("\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}\"".as_bytes(), 0).unwrap(),
+            (10, false)
+        );
         assert_eq!(number_end(b"-1.5e+3,", 0).unwrap(), 7);
         assert!(number_end(b"01", 0).is_ok_and(|e| e == 1));
         assert!(number_end(b"1.", 0).is_err());
