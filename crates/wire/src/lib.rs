@@ -28,8 +28,10 @@
 //!   cannot express are skipped rather than failing (see [`pattern`]'s docs and
 //!   [`Service::unenforced_patterns`]).
 //! - **Fast.** Validation walks the JSON value once, allocates only for error messages and
-//!   compiles nothing per request; a KMS `Encrypt` body validates in well under a microsecond
-//!   to a few microseconds (`docs/PERFORMANCE-wire.md`, `cargo bench -p sluice-wire`).
+//!   compiles nothing per request; a typical KMS `Encrypt` body validates in about 1.6 µs
+//!   (median, measured on a heavily loaded 2-vCPU machine, so this is an upper bound); see
+//!   `docs/PERFORMANCE-wire.md` and `cargo bench -p sluice-wire`. Each model is parsed on first
+//!   use (0.3 to 24 ms): call [`service`] at startup to pay that early.
 //!
 //! # Framing decisions
 //!
