@@ -393,3 +393,41 @@ fn service_metadata() {
     assert!(service("s3").is_none());
     assert!(kms.operation("encrypt").is_none());
 }
+
+#[test]
+fn nested_paths_and_character_lengths() {
+    // Required member of a structure inside a list.
+    let msg = validation(
+        "TrentService.TagResource",
+        json!({"KeyId": "k", "Tags": [{"TagKey": "a", "TagValue": "b"}, {"TagKey": "c"}]}),
+    );
+    assert_eq!(
+        msg,
+        "1 validation error detected: Value null at 'tags.2.member.tagValue' failed to satisfy constraint: Member must not be null"
+    );
+    // A list of strings: element constraints are reported on the element.
+    let msg = validation(
+        "TrentService.Encrypt",
+        json!({"KeyId": "k", "Plaintext": "QQ==", "GrantTokens": ["ok", ""]}),
+    );
+    assert_eq!(
+        msg,
+        "1 validation error detected: Value '' at 'grantTokens.2.member' failed to satisfy constraint: Member must have length greater than or equal to 1"
+    );
+    // String lengths count characters, not bytes (Description: max 2048).
+    assert_eq!(
+        run(
+            "secretsmanager.CreateSecret",
+            json!({"Name": "n", "Description": "é".repeat(2048)})
+        ),
+        Ok(())
+    );
+    let msg = validation(
+        "secretsmanager.CreateSecret",
+        json!({"Name": "n", "Description": "é".repeat(2049)}),
+    );
+    assert!(
+        msg.ends_with("at 'description' failed to satisfy constraint: Member must have length less than or equal to 2048"),
+        "{msg}"
+    );
+}
