@@ -3,7 +3,7 @@
 //!
 //! `perf stat -e task-clock cargo run --release --example eval_loop -p sluice-policy -- big 10000000`
 //!
-//! CPU ns per call = task-clock / N. Scenarios: `story`, `big`, `deny`, `user`, `mixed`.
+//! CPU ns per call = task-clock / N (with `EXPLAIN=1`, times `explain` instead). Scenarios: `story`, `big`, `deny`, `user`, `mixed`.
 
 #[path = "../benches/support/scenario.rs"]
 mod scenario;
@@ -66,6 +66,14 @@ fn main() {
         kind: ResourceKind::KmsKey,
     };
     let expected = evaluate(&req, &inputs).decision;
+    if std::env::var_os("EXPLAIN").is_some() {
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(explain(black_box(&req), black_box(&inputs)).outcome.decision, expected);
+        }
+        println!("{which}: {n} explanations, wall {:.1} ns/call", start.elapsed().as_nanos() as f64 / n as f64);
+        return;
+    }
     let start = std::time::Instant::now();
     for _ in 0..n {
         let d = evaluate(black_box(&req), black_box(&inputs)).decision;

@@ -342,6 +342,10 @@ impl Condition {
                 .any(|p| value_matches(self.op.base, p, v, resolve))
         };
         let neg = self.op.negated;
+        // One request value (the common case): every set mode reduces to "matches != negated".
+        if let Values::One(v) = vals {
+            return m(v) != neg;
+        }
         match self.op.set {
             SetMode::Single => {
                 let any = vals.iter().any(m);

@@ -183,10 +183,12 @@ enum Stored {
 ///  .set_multi("aws:TagKeys", ["a", "b"]);
 /// assert_eq!(c.get("KMS:VIASERVICE").and_then(|v| v.single()), Some("secretsmanager.us-east-1.amazonaws.com"));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Context {
     /// (hash of the lowercased key, lowercased key, values).
     entries: Vec<(u64, Box<str>, Stored)>,
+    /// The hashes of `entries`, contiguous, for a tight lookup scan.
+    hashes: Vec<u64>,
 }
 
 impl Context {
@@ -199,7 +201,11 @@ impl Context {
         let k = key.to_ascii_lowercase();
         match self.entries.iter_mut().find(|(_, e, _)| **e == *k) {
             Some(e) => e.2 = v,
-            None => self.entries.push((key_hash(&k), k.into_boxed_str(), v)),
+            None => {
+                let h = key_hash(&k);
+                self.hashes.push(h);
+                self.entries.push((h, k.into_boxed_str(), v));
+            }
         }
         self
     }
@@ -242,6 +248,7 @@ impl Context {
     pub fn remove(&mut self, key: &str) -> &mut Self {
         let k = key.to_ascii_lowercase();
         self.entries.retain(|(_, e, _)| **e != *k);
+        self.hashes = self.entries.iter().map(|e| e.0).collect();
         self
     }
 
@@ -304,15 +311,32 @@ impl Context {
     /// Lookup with a compiled key: hash comparison first, string comparison on a hash hit.
     #[inline]
     pub(crate) fn get_id(&self, id: &KeyId) -> Option<Values<'_>> {
-        self.entries
-            .iter()
-            .find(|(h, k, _)| *h == id.hash && crate::pattern::s_eq(k, &id.key))
-            .map(|(_, _, v)| stored(v))
+        let mut from = 0;
+        while let Some(i) = self.hashes[from..].iter().position(|h| *h == id.hash) {
+            let (_, k, v) = &self.entries[from + i];
+            if crate::pattern::s_eq(k, &id.key) {
+                return Some(stored(v));
+            }
+            from += i + 1;
+        }
+        None
     }
 
     /// Iterates over `(lowercased key, values)`.
     pub fn iter(&self) -> impl Iterator<Item = (&str, Values<'_>)> {
         self.entries.iter().map(|(_, k, v)| (&**k, stored(v)))
+    }
+}
+
+/// Serialized as a map from lowercased key to a string or an array of strings.
+impl Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = serializer.serialize_map(Some(self.entries.len()))?;
+        for (_, k, v) in &self.entries {
+            m.serialize_entry(&**k, v)?;
+        }
+        m.end()
     }
 }
 
