@@ -69,9 +69,17 @@ fn main() {
     if std::env::var_os("EXPLAIN").is_some() {
         let start = std::time::Instant::now();
         for _ in 0..n {
-            assert_eq!(explain(black_box(&req), black_box(&inputs)).outcome.decision, expected);
+            assert_eq!(
+                explain(black_box(&req), black_box(&inputs))
+                    .outcome
+                    .decision,
+                expected
+            );
         }
-        println!("{which}: {n} explanations, wall {:.1} ns/call", start.elapsed().as_nanos() as f64 / n as f64);
+        println!(
+            "{which}: {n} explanations, wall {:.1} ns/call",
+            start.elapsed().as_nanos() as f64 / n as f64
+        );
         return;
     }
     let start = std::time::Instant::now();

@@ -225,10 +225,10 @@ pub(crate) fn with_lower_action<R>(action: &str, f: impl FnOnce(&str) -> R) -> R
 /// `action` must be lowercased ([`with_lower_action`]); patterns are stored lowercased.
 pub(crate) fn action_match(a: &Actions, action: &ReqAction<'_>) -> bool {
     let hit = a.any
-        || (a
-            .services
-            .as_ref()
-            .is_none_or(|svcs| svcs.iter().any(|s| s_eq(s, action.service)))
+        || (a.first_mask & action.first_bit != 0
+            && a.services
+                .as_ref()
+                .is_none_or(|svcs| svcs.iter().any(|s| s_eq(s, action.service)))
             && a.patterns
                 .iter()
                 .any(|p| p.matches(action.lower, &|_| None)));
@@ -239,14 +239,18 @@ pub(crate) fn action_match(a: &Actions, action: &ReqAction<'_>) -> bool {
 pub(crate) struct ReqAction<'a> {
     pub lower: &'a str,
     pub service: &'a str,
+    /// The bit of the first byte of the action name (see `Actions::first_mask`).
+    pub first_bit: u64,
 }
 
 impl<'a> ReqAction<'a> {
     pub(crate) fn new(lower: &'a str) -> Self {
         let end = lower.bytes().position(|b| b == b':').unwrap_or(lower.len());
+        let first = lower.as_bytes().get(end + 1).copied().unwrap_or(0);
         ReqAction {
             lower,
             service: &lower[..end],
+            first_bit: 1u64 << (first & 63),
         }
     }
 }

@@ -93,6 +93,10 @@ pub(crate) struct Actions {
     /// service part: a statement whose services do not include the request's is skipped with
     /// one comparison per service instead of one pattern match per action.
     pub services: Option<Vec<Box<str>>>,
+    /// A one-word filter over the first letter of the action name (after `service:`): bit
+    /// `b & 63` is set for every pattern's first name byte `b`; all bits when a pattern's name
+    /// starts with a wildcard. A request whose bit is clear cannot match any pattern.
+    pub first_mask: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -624,12 +628,25 @@ fn actions(v: &Value, cx: &Ctx<'_>, member: &str, negated: bool) -> Result<Actio
             _ => services = None,
         }
     }
+    let mut first_mask = 0u64;
+    for a in &raw {
+        match a
+            .split_once(':')
+            .map(|(_, name)| name.as_bytes().first().copied())
+        {
+            Some(Some(b)) if b != b'*' && b != b'?' => {
+                first_mask |= 1u64 << (b.to_ascii_lowercase() & 63)
+            }
+            _ => first_mask = u64::MAX,
+        }
+    }
     Ok(Actions {
         negated,
         any,
         patterns,
         raw,
         services,
+        first_mask,
     })
 }
 
