@@ -114,9 +114,8 @@ mod tests {
     #[tokio::test]
     async fn created_once_and_shared_by_concurrent_callers() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn sluice_store::Store> = Arc::new(
-            SqliteStore::open(&dir.path().join("db"), Default::default()).unwrap(),
-        );
+        let store: Arc<dyn sluice_store::Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("db"), Default::default()).unwrap());
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let kms = Arc::new(Kms::new(
             store.clone(),
