@@ -100,49 +100,85 @@ struct Rate {
     wall: f64,
 }
 
-/// Runs `pass` once to warm up, then `passes` timed times; returns (median rates, counts).
-fn measure(
+/// One timed pass over all events; returns (events/s by wall time, events/s by CPU time).
+fn timed_pass(
     events: &[Vec<u8>],
-    passes: usize,
-    mut pass: impl FnMut(&[u8], &mut Vec<u64>),
-) -> (Rate, Vec<u64>) {
-    let mut counts = Vec::new();
-    for ev in events {
-        pass(ev, &mut counts);
-    }
-    let warm = counts.clone();
+    pass: &mut impl FnMut(&[u8], &mut Vec<u64>),
+    counts: &mut Vec<u64>,
+) -> (f64, f64) {
     let touch_ahead = TOUCH_AHEAD.with(|t| *t);
-    let mut wall = Vec::new();
-    let mut cpu = Vec::new();
-    for _ in 0..passes {
-        counts.iter_mut().for_each(|c| *c = 0);
-        let c0 = thread_cpu();
-        let t = Instant::now();
-        for (k, ev) in events.iter().enumerate() {
-            if let Some(ahead) = touch_ahead.and_then(|d| events.get(k + d)) {
-                std::hint::black_box(ahead[0]);
-            }
-            pass(ev, &mut counts);
+    counts.iter_mut().for_each(|c| *c = 0);
+    let c0 = thread_cpu();
+    let t = Instant::now();
+    for (k, ev) in events.iter().enumerate() {
+        if let Some(ahead) = touch_ahead.and_then(|d| events.get(k + d)) {
+            std::hint::black_box(ahead[0]);
         }
-        let w = t.elapsed().as_secs_f64();
-        let c = match (c0, thread_cpu()) {
-            (Some(a), Some(b)) if b > a => b - a,
-            _ => w,
-        };
-        wall.push(events.len() as f64 / w);
-        cpu.push(events.len() as f64 / c);
-        assert_eq!(counts, warm, "counts differ between passes");
+        pass(ev, counts);
     }
-    (
-        Rate {
-            cpu: median(cpu),
-            wall: median(wall),
-        },
-        counts,
-    )
+    let w = t.elapsed().as_secs_f64();
+    let c = match (c0, thread_cpu()) {
+        (Some(a), Some(b)) if b > a => b - a,
+        _ => w,
+    };
+    (events.len() as f64 / w, events.len() as f64 / c)
 }
 
-fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> (Rate, Vec<u64>) {
+/// Warms up each engine with one pass, then runs `passes` timed passes, alternating the engines
+/// pass by pass so that load changes on a shared machine hit both alike. Returns, per engine,
+/// the median rates and the per-rule counts (checked equal across passes).
+fn compare<A, B>(
+    events: &[Vec<u8>],
+    passes: usize,
+    mut a: A,
+    mut b: Option<B>,
+) -> ((Rate, Vec<u64>), Option<(Rate, Vec<u64>)>)
+where
+    A: FnMut(&[u8], &mut Vec<u64>),
+    B: FnMut(&[u8], &mut Vec<u64>),
+{
+    let mut ca = Vec::new();
+    let mut cb = Vec::new();
+    timed_pass(events, &mut a, &mut ca);
+    let warm_a = ca.clone();
+    if let Some(b) = b.as_mut() {
+        timed_pass(events, b, &mut cb);
+    }
+    let warm_b = cb.clone();
+    let (mut wa, mut pa, mut wb, mut pb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..passes {
+        let (w, c) = timed_pass(events, &mut a, &mut ca);
+        wa.push(w);
+        pa.push(c);
+        assert_eq!(ca, warm_a, "counts differ between passes");
+        if let Some(b) = b.as_mut() {
+            let (w, c) = timed_pass(events, b, &mut cb);
+            wb.push(w);
+            pb.push(c);
+            assert_eq!(cb, warm_b, "counts differ between passes");
+        }
+    }
+    let ra = (
+        Rate {
+            cpu: median(pa),
+            wall: median(wa),
+        },
+        ca,
+    );
+    let rb = b.map(|_| {
+        (
+            Rate {
+                cpu: median(pb),
+                wall: median(wb),
+            },
+            cb,
+        )
+    });
+    (ra, rb)
+}
+
+/// The sluice engine as a per-event closure (counts indexed by pattern number).
+fn sluice_engine(patterns: &[String]) -> impl FnMut(&[u8], &mut Vec<u64>) {
     let m = Matcher::<usize>::new();
     m.add_patterns(patterns.iter().enumerate().map(|(i, p)| (i, p.as_str())))
         .expect("valid patterns");
@@ -150,7 +186,7 @@ fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> (Rate, 
     let mut scratch = Scratch::new();
     let mut hits = Vec::new();
     let n = patterns.len();
-    measure(events, passes, |ev, counts| {
+    move |ev, counts| {
         if counts.len() != n {
             counts.resize(n, 0);
         }
@@ -159,10 +195,11 @@ fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> (Rate, 
         for &r in &hits {
             counts[*snap.id(r)] += 1;
         }
-    })
+    }
 }
 
-fn quamina_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> Option<(Rate, Vec<u64>)> {
+/// The quamina crate as a per-event closure, or `None` if it rejects a pattern.
+fn quamina_engine(patterns: &[String]) -> Option<impl FnMut(&[u8], &mut Vec<u64>)> {
     let mut q = quamina::Quamina::<usize>::new();
     for (i, p) in patterns.iter().enumerate() {
         if q.add_pattern(i, p).is_err() {
@@ -170,14 +207,24 @@ fn quamina_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> Option
         }
     }
     let n = patterns.len();
-    Some(measure(events, passes, |ev, counts| {
+    Some(move |ev: &[u8], counts: &mut Vec<u64>| {
         if counts.len() != n {
             counts.resize(n, 0);
         }
         for r in q.matches_for_event(ev).expect("quamina match") {
             counts[r] += 1;
         }
-    }))
+    })
+}
+
+fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> (Rate, Vec<u64>) {
+    compare(
+        events,
+        passes,
+        sluice_engine(patterns),
+        None::<fn(&[u8], &mut Vec<u64>)>,
+    )
+    .0
 }
 
 fn main() {
@@ -221,12 +268,12 @@ fn main() {
             .iter()
             .map(Value::to_string)
             .collect();
-        let (ours, counts) = sluice_run(&events, &patterns, passes);
-        let theirs = if with_quamina {
-            quamina_run(&events, &patterns, passes)
+        let q = if with_quamina {
+            quamina_engine(&patterns)
         } else {
             None
         };
+        let ((ours, counts), theirs) = compare(&events, passes, sluice_engine(&patterns), q);
         let (q, ratio, agree) = match &theirs {
             Some((r, qc)) => (
                 format!("{:.0} ({:.0})", r.cpu, r.wall),
