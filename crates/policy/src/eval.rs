@@ -86,9 +86,9 @@ pub enum DenialReason {
     ExplicitDenyInIdentityPolicy,
     /// "... with an explicit deny in a resource-based policy".
     ExplicitDenyInResourcePolicy,
-    /// "... because no identity-based policy allows the <action> action".
+    /// "... because no identity-based policy allows the `<action>` action".
     NoIdentityPolicyAllows,
-    /// "... because no resource-based policy allows the <action> action".
+    /// "... because no resource-based policy allows the `<action>` action".
     NoResourcePolicyAllows,
 }
 

@@ -380,7 +380,7 @@ fn statement(
     kind: PolicyKind,
     vars: bool,
 ) -> Result<Statement, PolicyError> {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 9] = [
         "Sid",
         "Effect",
         "Principal",
@@ -390,7 +390,6 @@ fn statement(
         "Resource",
         "NotResource",
         "Condition",
-        "Id",
     ];
     for k in m.keys() {
         if !KNOWN.contains(&k.as_str()) {

@@ -304,3 +304,20 @@ fn error_fields_are_structured() {
     );
     assert!(e.message.starts_with("OverlyPermissiveCondition"));
 }
+
+#[test]
+fn compiled_policies_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<Policy>();
+    assert_send_sync::<Context>();
+    assert_send_sync::<Explanation>();
+    assert_send_sync::<PolicyError>();
+}
+
+#[test]
+fn statement_level_id_is_rejected() {
+    let e = Policy::parse(r#"{"Version":"2012-10-17","Statement":[{"Id":"x","Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .unwrap_err();
+    assert_eq!(e.statement, Some(0));
+    assert!(e.message.contains("unknown member \"Id\""), "{e}");
+}
