@@ -160,6 +160,7 @@ pub enum PrincipalMatch {
     Account,
 }
 
+#[inline]
 pub(crate) fn principal_match(p: &Principals, who: &PrincipalInfo<'_>) -> PrincipalMatch {
     let m = principal_match_plain(p, who);
     if p.negated {
@@ -175,6 +176,7 @@ pub(crate) fn principal_match(p: &Principals, who: &PrincipalInfo<'_>) -> Princi
     }
 }
 
+#[inline]
 fn principal_match_plain(p: &Principals, who: &PrincipalInfo<'_>) -> PrincipalMatch {
     if p.any {
         return PrincipalMatch::Named;
