@@ -1,18 +1,18 @@
 //! The authorizer the server installs in its services.
 //!
-//! Until the IAM service exists the only principals are the account's root (and services acting
-//! for it), so account-level actions are allowed to the account's own root; KMS key policies
-//! are evaluated by the policy engine through `sluice_kms::PolicyAuthorizer`.
+//! Account-level actions are allowed to the account's own root; KMS key policies are evaluated
+//! by the policy engine through `sluice_kms::PolicyAuthorizer`, with the caller's identity
+//! policies from IAM.
 
 use std::sync::Arc;
 
 use sluice_core::{AwsError, CallContext, PrincipalKind};
 
-/// The KMS authorizer.
-pub fn authorizer() -> Arc<dyn sluice_kms::Authorizer> {
-    Arc::new(sluice_kms::PolicyAuthorizer::new(Arc::new(
-        sluice_kms::NoIdentityPolicies,
-    )))
+/// The KMS authorizer, reading identity policies from `identity` (IAM).
+pub fn authorizer(
+    identity: Arc<dyn sluice_kms::IdentityPolicies>,
+) -> Arc<dyn sluice_kms::Authorizer> {
+    Arc::new(sluice_kms::PolicyAuthorizer::new(identity))
 }
 
 /// Authorizes an action that has no resource policy (for example `cloudtrail:LookupEvents`).

@@ -25,6 +25,12 @@ pub enum Command {
     Credentials(DataDirArgs),
     /// Read the audit trail (every KMS call, newest first).
     Audit(AuditArgs),
+    /// Test event patterns (no server needed).
+    #[command(subcommand)]
+    Pattern(crate::tools::PatternCommand),
+    /// Evaluate and explain IAM / key policy decisions (no server needed).
+    #[command(subcommand)]
+    Policy(crate::tools::PolicyCommand),
 }
 
 /// Where the data directory is.

@@ -41,6 +41,19 @@ fn main() -> std::process::ExitCode {
                 sluice::cli::credentials(&args, &mut std::io::stdout().lock())
             }
             Command::Audit(args) => sluice::cli::audit(&args, &mut std::io::stdout().lock()).await,
+            Command::Pattern(cmd) => {
+                let code = sluice::tools::pattern(&cmd, &mut std::io::stdout().lock());
+                std::process::exit(code);
+            }
+            Command::Policy(sluice::tools::PolicyCommand::Explain(args)) => {
+                match sluice::tools::explain(&args, &mut std::io::stdout().lock()).await {
+                    Ok(code) => std::process::exit(code),
+                    Err(e) => {
+                        eprintln!("sluice: {e:#}");
+                        std::process::exit(2);
+                    }
+                }
+            }
         }
     });
     match result {

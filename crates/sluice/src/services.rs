@@ -42,6 +42,8 @@ pub struct Services {
     pub credentials: Vec<Arc<dyn CredentialSource>>,
     /// The KMS service (other services and the maintenance loop use it directly).
     pub kms: Option<Arc<Kms>>,
+    /// IAM and STS (identity policies, credentials, `assume_role_for_service`).
+    pub iam: Option<Arc<sluice_iam::Iam>>,
 }
 
 impl Services {
@@ -49,12 +51,31 @@ impl Services {
     pub fn build(d: &Deps) -> anyhow::Result<Self> {
         let mut s = Services::default();
 
+        // IAM first: KMS (and later services) read identity policies from it.
+        let iam = Arc::new(
+            sluice_iam::Iam::open_blocking(
+                d.store.clone(),
+                d.root.clone(),
+                d.clock.clone(),
+                d.audit.clone(),
+                sluice_iam::IamConfig {
+                    account: d.cfg.account_id.clone(),
+                    region: d.cfg.region.clone(),
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("cannot load IAM: {}", e.code))?,
+        );
+        s.add_query(Arc::new(sluice_iam::IamService(iam.clone())));
+        s.add_query(Arc::new(sluice_iam::StsService(iam.clone())));
+        s.credentials.push(iam.clone());
+        s.iam = Some(iam.clone());
+
         let kms = Arc::new(Kms::new(
             d.store.clone(),
             d.root.clone(),
             d.clock.clone(),
             d.audit.clone(),
-            crate::authz::authorizer(),
+            crate::authz::authorizer(iam),
             KmsConfig {
                 account: d.cfg.account_id.clone(),
                 region: d.cfg.region.clone(),

@@ -68,6 +68,36 @@ impl TestServer {
         aws_sdk_cloudtrail::Client::new(&self.sdk_config().await)
     }
 
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk_config().await)
+    }
+
+    pub async fn sts(&self) -> aws_sdk_sts::Client {
+        aws_sdk_sts::Client::new(&self.sdk_config().await)
+    }
+
+    /// An SDK config signing with other credentials (an IAM user's key, STS session credentials).
+    pub async fn sdk_config_as(
+        &self,
+        akid: &str,
+        secret: &str,
+        token: Option<&str>,
+    ) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(REGION))
+            .endpoint_url(self.endpoint())
+            .credentials_provider(Credentials::new(
+                akid,
+                secret,
+                token.map(str::to_string),
+                None,
+                "test",
+            ))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+            .await
+    }
+
     /// Stops the server (graceful), keeping the data directory.
     pub async fn stop(&mut self) {
         if let Some(s) = self.server.take() {
