@@ -100,6 +100,9 @@ struct Rate {
     wall: f64,
 }
 
+/// Median rates and per-rule counts of one engine on one rule set.
+type Measured = (Rate, Vec<u64>);
+
 /// One timed pass over all events; returns (events/s by wall time, events/s by CPU time).
 fn timed_pass(
     events: &[Vec<u8>],
@@ -132,7 +135,7 @@ fn compare<A, B>(
     passes: usize,
     mut a: A,
     mut b: Option<B>,
-) -> ((Rate, Vec<u64>), Option<(Rate, Vec<u64>)>)
+) -> (Measured, Option<Measured>)
 where
     A: FnMut(&[u8], &mut Vec<u64>),
     B: FnMut(&[u8], &mut Vec<u64>),
@@ -217,7 +220,7 @@ fn quamina_engine(patterns: &[String]) -> Option<impl FnMut(&[u8], &mut Vec<u64>
     })
 }
 
-fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> (Rate, Vec<u64>) {
+fn sluice_run(events: &[Vec<u8>], patterns: &[String], passes: usize) -> Measured {
     compare(
         events,
         passes,
