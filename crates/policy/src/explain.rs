@@ -149,7 +149,10 @@ pub fn explain(req: &Request<'_>, inputs: &Inputs<'_>) -> Explanation {
     let outcome = combine(req, inputs, &found);
     let cross_account =
         !req.principal.is_service && req.principal.account != inputs.resource_account;
-    let summary = summarize(req, inputs, &outcome, &found, cross_account);
+    let mut summary = summarize(req, inputs, &outcome, &found, cross_account);
+    if outcome.decision == Decision::ImplicitDeny {
+        summary.push_str(&near_misses(inputs, &policies));
+    }
     Explanation {
         outcome,
         principal: req.principal.arn.to_string(),
@@ -183,6 +186,48 @@ fn slot_name(inputs: &Inputs<'_>, r: StatementRef) -> String {
         Some(sid) => format!("statement {} (Sid {sid:?}) of {what}", r.statement),
         None => format!("statement {} of {what}", r.statement),
     }
+}
+
+/// For an implicit deny: the Allow statements that named the caller and the action but whose
+/// conditions failed, with the failed conditions (what a person needs to fix a policy).
+fn near_misses(inputs: &Inputs<'_>, policies: &[PolicyTrace]) -> String {
+    let mut out = String::new();
+    for p in policies {
+        for st in &p.statements {
+            let elements_ok = st.effect == Effect::Allow
+                && st.principal.as_ref().is_none_or(|x| x.matched)
+                && st.action.matched
+                && st.resource.matched;
+            if !elements_ok || st.applies {
+                continue;
+            }
+            let failed: Vec<String> = st
+                .conditions
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| match &c.request_values {
+                    None => format!("{} {} (key absent)", c.operator, c.key),
+                    Some(v) => format!(
+                        "{} {} (request value {v:?} vs policy {:?})",
+                        c.operator, c.key, c.policy_values
+                    ),
+                })
+                .collect();
+            let name = slot_name(
+                inputs,
+                StatementRef {
+                    policy: p.slot,
+                    statement: st.index,
+                },
+            );
+            let name = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+            out.push_str(&format!(
+                " {name} would allow it, but its conditions failed: {}.",
+                failed.join("; ")
+            ));
+        }
+    }
+    out
 }
 
 fn summarize(
@@ -499,16 +544,32 @@ impl fmt::Display for Explanation {
                     Effect::Allow => "Allow",
                     Effect::Deny => "Deny",
                 };
+                let status = if s.applies {
+                    "every element matched".to_string()
+                } else {
+                    let mut failed: Vec<String> = Vec::new();
+                    if s.principal.as_ref().is_some_and(|p| !p.matched) {
+                        failed.push("Principal".into());
+                    }
+                    if !s.action.matched {
+                        failed.push("Action".into());
+                    }
+                    if !s.resource.matched {
+                        failed.push("Resource".into());
+                    }
+                    failed.extend(
+                        s.conditions
+                            .iter()
+                            .filter(|c| !c.passed)
+                            .map(|c| format!("{} {}", c.operator, c.key)),
+                    );
+                    format!("not applicable ({} failed)", failed.join(", "))
+                };
                 writeln!(
                     f,
-                    "  [{}] statement {}{sid} ({eff}): {}",
+                    "  [{}] statement {}{sid} ({eff}): {status}",
                     if s.applies { "applies" } else { "skipped" },
                     s.index,
-                    if s.applies {
-                        "every element matched"
-                    } else {
-                        "not applicable"
-                    }
                 )?;
                 let mark = |b: bool| if b { "ok  " } else { "FAIL" };
                 if let Some(pr) = &s.principal {
