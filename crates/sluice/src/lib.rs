@@ -8,3 +8,4 @@ pub mod config;
 pub mod credentials;
 pub mod server;
 pub mod services;
+pub mod tools;
