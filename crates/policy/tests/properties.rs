@@ -245,6 +245,25 @@ proptest! {
         }
     }
 
+    /// Evaluation never panics on arbitrary request strings (actions, resources, context values
+    /// with multi-byte characters), whatever the operator.
+    #[test]
+    fn evaluate_never_panics(action in "\\PC{0,20}", resource in "(arn:[a-z:*?é/-]{0,30})|\\PC{0,20}",
+                             value in "\\PC{0,30}", many in proptest::collection::vec("\\PC{0,8}", 0..3)) {
+        const DOC: &str = r#"{"Version":"2012-10-17","Statement":[
+          {"Effect":"Allow","Action":["s3:G?t*","s3:é*"],"Resource":["arn:aws:s3:::b/${aws:username}/*","arn:*:s?:*:*:*"],
+           "Condition":{"StringLike":{"app:v":"*é?*"},"ArnLike":{"app:v":"arn:aws:*:*:${app:v}:*"},"StringEqualsIgnoreCase":{"app:v":"ÉA"}}},
+          {"Effect":"Deny","NotAction":"kms:*","NotResource":"arn:aws:kms:*:*:key/*",
+           "Condition":{"IpAddress":{"app:v":"10.0.0.0/8"},"DateLessThan":{"app:v":"2030-01-01"},"NumericGreaterThan":{"app:v":"1.5"},
+                        "BinaryEquals":{"app:v":"AAEC"},"ForAllValues:StringLike":{"app:m":["a*","?"]},"ForAnyValue:StringNotLike":{"app:m":"*"}}}]}"#;
+        let p = Policy::parse_identity_policy(DOC).unwrap();
+        let ctx = Context::new().with("app:v", value.clone()).with_multi("app:m", many.clone());
+        let req = Request { principal: principal(1), action: &action, resource: &resource, context: &ctx };
+        let inputs = Inputs { identity_policies: &[&p], resource_policy: None, resource_account: "111122223333", kind: ResourceKind::Generic };
+        let out = evaluate(&req, &inputs);
+        prop_assert_eq!(explain(&req, &inputs).outcome, out);
+    }
+
     /// The parser never panics, whatever it is given.
     #[test]
     fn parse_never_panics(s in "\\PC{0,200}") {
