@@ -307,6 +307,38 @@ fn skip_nested(buf: &[u8], start: usize, depth: usize) -> Res<usize> {
     let n = buf.len();
     let mut i = start;
     let mut depth = depth as i64;
+    // Short spans (the tail of a small object) are cheaper to jump through structural
+    // character by structural character than to classify in 64-byte blocks: do that for the
+    // first 64 bytes. Strings are skipped whole, so the block phase starts outside a string.
+    let limit = (start + 64).min(n);
+    while i < limit {
+        while i + 8 <= n {
+            let w = word(buf, i);
+            let x = w | (LO * 0x20);
+            let m = eq_mask(w, b'"') | eq_mask(x, b'{') | eq_mask(x, b'}');
+            if m != 0 {
+                i += (m.trailing_zeros() / 8) as usize;
+                break;
+            }
+            i += 8;
+        }
+        match buf.get(i) {
+            Some(b'"') => i = skip_string_fast(buf, i + 1)?,
+            Some(b'{' | b'[') => {
+                depth += 1;
+                i += 1;
+            }
+            Some(b'}' | b']') => {
+                depth -= 1;
+                i += 1;
+                if depth == 0 {
+                    return Ok(i);
+                }
+            }
+            Some(_) => i += 1,
+            None => return err(n, "unterminated object or array"),
+        }
+    }
     let mut in_str = false;
     while i + 64 <= n {
         let (q, bs, o, c) = masks64(&buf[i..i + 64]);
