@@ -411,7 +411,7 @@ impl Iam {
         drop(st);
         let (users, next) = page(items, input);
         let mut x = Xml::new();
-        x.members("Users", &users, |x, u| user_xml(x, u));
+        x.members("Users", &users, user_xml);
         truncation(&mut x, next);
         Ok(Out::xml(x))
     }
@@ -661,7 +661,7 @@ impl Iam {
             .collect();
         let (roles, next) = page(items, input);
         let mut x = Xml::new();
-        x.members("Roles", &roles, |x, r| role_xml(x, r));
+        x.members("Roles", &roles, role_xml);
         truncation(&mut x, next);
         Ok(Out::xml(x))
     }

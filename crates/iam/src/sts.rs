@@ -137,9 +137,9 @@ impl Iam {
             .and_then(Value::as_u64)
             .unwrap_or(DEFAULT_DURATION);
         if duration > u64::from(max_session) {
-            return Err(validation(format!(
-                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."
-            )));
+            return Err(validation(
+                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role.",
+            ));
         }
         let now = self.now();
         let expires = now + time::Duration::seconds(duration as i64);
