@@ -401,3 +401,37 @@ async fn protocol_errors_come_back_as_xml() {
     assert_eq!(leaf(&body, "Arn"), "arn:aws:iam::111122223333:root");
     assert_eq!(leaf(&body, "RequestId"), "req-1");
 }
+
+#[tokio::test]
+async fn open_blocking_loads_inside_a_current_thread_runtime() {
+    let f = fixture().await;
+    let (st, _) = iam_call(
+        &f.iam,
+        &root_ctx(),
+        &[("Action", "CreateUser"), ("UserName", "zed")],
+    )
+    .await;
+    assert_eq!(st, 200);
+    let clock: Arc<dyn Clock> = Arc::new(f.clock.clone());
+    let iam = Arc::new(
+        Iam::open_blocking(
+            f.store.clone(),
+            f.root.clone(),
+            clock.clone(),
+            AuditLog::new(f.store.clone(), clock, ACCOUNT),
+            IamConfig {
+                account: ACCOUNT.into(),
+                region: "us-east-1".into(),
+            },
+        )
+        .unwrap(),
+    );
+    let (st, body) = iam_call(
+        &iam,
+        &root_ctx(),
+        &[("Action", "GetUser"), ("UserName", "ZED")],
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(leaf(&body, "Arn"), "arn:aws:iam::111122223333:user/zed");
+}
