@@ -167,7 +167,10 @@ pub async fn start_with(
         .fallback(handle)
         .with_state(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    let maintenance = tokio::spawn(maintenance_loop(kms.clone()));
+    let maintenance = tokio::spawn(maintenance_loop(
+        kms.clone(),
+        state.services.secrets.clone(),
+    ));
     let task = tokio::spawn(async move {
         let shutdown = async move {
             tokio::select! {
@@ -245,12 +248,17 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     }
 }
 
-async fn maintenance_loop(kms: Arc<Kms>) {
+async fn maintenance_loop(kms: Arc<Kms>, secrets: Option<Arc<sluice_secrets::Secrets>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     loop {
         tick.tick().await;
         if let Err(e) = kms.run_maintenance().await {
             tracing::warn!(error = %e.code, "kms maintenance failed");
+        }
+        if let Some(s) = &secrets
+            && let Err(e) = s.run_maintenance().await
+        {
+            tracing::warn!(error = %e.code, "secrets manager maintenance failed");
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Services {
     pub credentials: Vec<Arc<dyn CredentialSource>>,
     /// The KMS service (other services and the maintenance loop use it directly).
     pub kms: Option<Arc<Kms>>,
+    /// Secrets Manager (other services use its managed-secret API and `SecretCache`).
+    pub secrets: Option<Arc<sluice_secrets::Secrets>>,
     /// IAM and STS (identity policies, credentials, `assume_role_for_service`).
     pub iam: Option<Arc<sluice_iam::Iam>>,
 }
@@ -82,7 +84,23 @@ impl Services {
             },
         ));
         s.add_json(kms.clone());
-        s.kms = Some(kms);
+        s.kms = Some(kms.clone());
+
+        let secrets = Arc::new(sluice_secrets::Secrets::new(
+            d.store.clone(),
+            kms,
+            d.clock.clone(),
+            d.audit.clone(),
+            s.iam
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("Secrets Manager needs IAM"))?,
+            sluice_secrets::SecretsConfig {
+                account: d.cfg.account_id.clone(),
+                region: d.cfg.region.clone(),
+            },
+        ));
+        s.add_json(secrets.clone());
+        s.secrets = Some(secrets);
 
         s.add_json(Arc::new(sluice_audit::lookup::CloudTrail::new(
             d.audit.clone(),

@@ -68,6 +68,10 @@ impl TestServer {
         aws_sdk_cloudtrail::Client::new(&self.sdk_config().await)
     }
 
+    pub async fn secrets(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config().await)
+    }
+
     pub async fn iam(&self) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.sdk_config().await)
     }
