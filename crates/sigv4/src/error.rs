@@ -46,6 +46,24 @@
 //!   does not match what was computed.` (S3's text).
 //! - presigned URL past `X-Amz-Date + X-Amz-Expires`: `Signature expired: <expiry> is now earlier
 //!   than <now>.` (sluice; AWS's non-S3 text is undocumented).
+//! - `host` not signed: `'Host' or ':authority' must be a 'SignedHeader' in the AWS
+//!   Authorization.` (AWS's text); a header the policy requires: `'<name>' must be a
+//!   'SignedHeader' in the AWS Authorization.` (sluice, modelled on it).
+//! - presigned query parameters (S3's texts, as non-S3 services are undocumented): `AWS
+//!   query-string parameters must include 'X-Amz-Algorithm', 'X-Amz-Credential',
+//!   'X-Amz-Signature', 'X-Amz-Date', 'X-Amz-SignedHeaders', and 'X-Amz-Expires'. Re-examine the
+//!   query-string parameters.`, `X-Amz-Algorithm only supports "AWS4-HMAC-SHA256"`, `X-Amz-Expires
+//!   must be less than a week (in seconds) that is 604800`, `X-Amz-Expires should be a number`,
+//!   and `Only one auth mechanism allowed; ...` when both forms are present.
+//! - sluice's own texts (no AWS equivalent known): `Unsupported AWS 'algorithm': '<alg>'.
+//!   Authorization=<header>` (SigV4a and others), repeated `Authorization`/`X-Amz-Date`/... headers
+//!   or auth query parameters, non-UTF-8 auth values, `UNSIGNED-PAYLOAD is not accepted by this
+//!   endpoint; sign the request body.` and `x-amz-content-sha256 value '<v>' is not supported by
+//!   this endpoint.`
+//!
+//! Statuses: AWS's JSON services answer all of these with 400 except the missing token (403 as
+//! recorded for sluice); the query services (IAM, STS) use 403 for signature and key
+//! failures. Both are as observed in public error reports, not from a specification.
 
 use std::fmt;
 
