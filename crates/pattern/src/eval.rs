@@ -36,13 +36,56 @@ pub(crate) fn consistent(arena: &[Step], a: Span, b: Span) -> bool {
 }
 
 /// Backtracking search for one consistent choice (see the module docs). `chosen` is scratch.
+///
+/// Pruning keeps adversarial events polynomial: an `exists: false` value whose arrays none of
+/// the positive candidates touch is consistent with every choice (fail at once), and a partial
+/// choice that already fixes every array of some absent value, consistently, can never be
+/// completed (prune that branch).
 pub(crate) fn search(
     arena: &[Step],
     pos: &[&[Span]],
     absent: &[&[Span]],
     chosen: &mut Vec<Span>,
 ) -> bool {
+    if chosen.is_empty() && !absent.is_empty() {
+        let touched = |id: u32| {
+            pos.iter()
+                .any(|l| l.iter().any(|&c| steps(arena, c).iter().any(|s| s.0 == id)))
+        };
+        if absent.iter().any(|l| {
+            l.iter()
+                .any(|&a| steps(arena, a).iter().all(|s| !touched(s.0)))
+        }) {
+            return false;
+        }
+    }
+    search_from(arena, pos, absent, chosen)
+}
+
+/// Whether absent value `a` is consistent with every completion of `chosen`: each of its arrays
+/// is fixed by some chosen trail, and all agree with it.
+fn dooms(arena: &[Step], a: Span, chosen: &[Span]) -> bool {
+    steps(arena, a).iter().all(|s| {
+        chosen
+            .iter()
+            .any(|&c| steps(arena, c).iter().any(|t| t.0 == s.0))
+    }) && chosen.iter().all(|&c| consistent(arena, a, c))
+}
+
+fn search_from(
+    arena: &[Step],
+    pos: &[&[Span]],
+    absent: &[&[Span]],
+    chosen: &mut Vec<Span>,
+) -> bool {
     let k = chosen.len();
+    if k > 0
+        && absent
+            .iter()
+            .any(|l| l.iter().any(|&a| dooms(arena, a, chosen)))
+    {
+        return false;
+    }
     if k == pos.len() {
         return absent.iter().all(|list| {
             list.iter()
@@ -52,7 +95,7 @@ pub(crate) fn search(
     for &cand in pos[k] {
         if chosen.iter().all(|&c| consistent(arena, cand, c)) {
             chosen.push(cand);
-            let ok = search(arena, pos, absent, chosen);
+            let ok = search_from(arena, pos, absent, chosen);
             chosen.pop();
             if ok {
                 return true;
@@ -308,6 +351,36 @@ mod tests {
         assert!(v.reasons[0].contains("requires it absent"), "{v:?}");
         let v = ex(r#"{"$or":[{"a":["1"]},{"b":["2"]}]}"#, r#"{"b":"2"}"#);
         assert!(v.matched && v.reasons[0].contains("alternative 2"), "{v:?}");
+    }
+
+    #[test]
+    fn absent_pruning_keeps_adversarial_events_fast() {
+        // Five fields in five different arrays of 30 elements each (30^5 combinations) plus an
+        // exists:false field present outside any array: must fail without enumerating.
+        let p = Pattern::parse(
+            r#"{"a":{"x":["1"]},"b":{"x":["1"]},"c":{"x":["1"]},"d":{"x":["1"]},"e":{"x":["1"]},"z":[{"exists":false}]}"#,
+        )
+        .unwrap();
+        let arr: Vec<Value> = (0..30).map(|_| serde_json::json!({"x":"1"})).collect();
+        let mut ev = serde_json::json!({"z": [0]});
+        for k in ["a", "b", "c", "d", "e"] {
+            ev[k] = Value::Array(arr.clone());
+        }
+        assert!(!matches_value(&p, &ev));
+        // The absent field inside array "a", present in every element: pruned per element.
+        let p = Pattern::parse(
+            r#"{"a":{"x":["1"],"z":[{"exists":false}]},"b":{"x":["1"]},"c":{"x":["1"]},"d":{"x":["1"]},"e":{"x":["1"]}}"#,
+        )
+        .unwrap();
+        let arr_z: Vec<Value> = (0..30)
+            .map(|_| serde_json::json!({"x":"1","z":2}))
+            .collect();
+        ev["a"] = Value::Array(arr_z.clone());
+        assert!(!matches_value(&p, &ev));
+        let mut ok = arr_z;
+        ok[29] = serde_json::json!({"x":"1"});
+        ev["a"] = Value::Array(ok);
+        assert!(matches_value(&p, &ev));
     }
 
     #[test]
