@@ -4,7 +4,7 @@
 //! * **Compile.** Every rule's patterns are expanded into conjunctions ("sub-rules") of
 //!   predicates. All predicates of all rules are entered into one [`Compiled`] snapshot: a trie
 //!   of the field paths rules reference (per-node child lookup by raw key bytes) and, at each
-//!   referenced leaf path, one value index ([`crate::index::FieldIndex`]: hash maps for exact
+//!   referenced leaf path, one value index (`FieldIndex` in `index.rs`: hash maps for exact
 //!   strings / canonical numbers / folded strings, byte tries for prefixes and suffixes, short
 //!   lists for ranges, CIDR and wildcards).
 //! * **Scan.** Matching streams over the event bytes once. Keys not in the path trie are
