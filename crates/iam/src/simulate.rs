@@ -8,7 +8,8 @@
 //! policy's name, `PolicyInputList.N` or `ResourcePolicy`; `SourcePolicyType` is `user`, `role`,
 //! `user-managed`, `IAM Policy` or `resource`) and `MissingContextValues` (the condition keys of
 //! statements whose action and resource matched that the request did not supply).
-//! Statement positions (`StartPosition` / `EndPosition`) are not reported.
+//! `StartPosition` / `EndPosition` give the line and column (1-based) of the statement's `{`
+//! and `}` in the document as written ([`statement_spans`]).
 
 use std::sync::Arc;
 
@@ -192,6 +193,14 @@ impl Iam {
         base.set_time(self.now().unix_timestamp());
         let context = context_of(input, base);
         let refs: Vec<&Policy> = sources.iter().map(|s| s.policy.as_ref()).collect();
+        let spans: Vec<Vec<(Pos, Pos)>> = sources
+            .iter()
+            .map(|s| statement_spans(s.policy.source()))
+            .collect();
+        let resource_spans = resource_policy
+            .as_ref()
+            .map(|p| statement_spans(p.source()))
+            .unwrap_or_default();
         let principal = PrincipalInfo {
             arn: &caller.arn,
             role_arn: caller.role_arn.as_deref(),
@@ -229,16 +238,20 @@ impl Iam {
                     Decision::ExplicitDeny => Some(Effect::Deny),
                     Decision::ImplicitDeny => None,
                 };
-                let mut matched: Vec<(String, &'static str)> = Vec::new();
+                let mut matched: Vec<(String, &'static str, Option<Span>)> = Vec::new();
                 let mut missing: Vec<String> = Vec::new();
                 for pt in &ex.policies {
-                    let (id, kind) = match pt.slot {
-                        PolicySlot::Identity(i) => (sources[i].id.clone(), sources[i].kind),
-                        PolicySlot::Resource => ("ResourcePolicy".to_string(), "resource"),
+                    let (id, kind, pos) = match pt.slot {
+                        PolicySlot::Identity(i) => {
+                            (sources[i].id.clone(), sources[i].kind, &spans[i])
+                        }
+                        PolicySlot::Resource => {
+                            ("ResourcePolicy".to_string(), "resource", &resource_spans)
+                        }
                     };
                     for st in &pt.statements {
                         if st.applies && Some(st.effect) == wanted {
-                            matched.push((id.clone(), kind));
+                            matched.push((id.clone(), kind, pos.get(st.index).copied()));
                         }
                         if st.action.matched && st.resource.matched {
                             for c in &st.conditions {
@@ -253,8 +266,18 @@ impl Iam {
                 x.leaf("EvalActionName", action)
                     .leaf("EvalResourceName", resource)
                     .leaf("EvalDecision", decision_name(ex.outcome.decision));
-                x.members("MatchedStatements", &matched, |x, (id, kind)| {
+                x.members("MatchedStatements", &matched, |x, (id, kind, pos)| {
                     x.leaf("SourcePolicyId", id).leaf("SourcePolicyType", kind);
+                    if let Some(((l1, c1), (l2, c2))) = pos {
+                        x.elem("StartPosition", |x| {
+                            x.leaf("Line", &l1.to_string())
+                                .leaf("Column", &c1.to_string());
+                        })
+                        .elem("EndPosition", |x| {
+                            x.leaf("Line", &l2.to_string())
+                                .leaf("Column", &c2.to_string());
+                        });
+                    }
                 });
                 x.members("MissingContextValues", &missing, |x, k| {
                     x.text(k);
@@ -265,5 +288,174 @@ impl Iam {
         x.close("EvaluationResults");
         x.leaf("IsTruncated", "false");
         Ok(Out::xml(x))
+    }
+}
+
+/// A line / column position (both 1-based) in a policy document.
+type Pos = (u32, u32);
+/// Where a statement starts and ends.
+type Span = (Pos, Pos);
+
+/// Where each statement of a policy document starts and ends (the `{` and `}` of each element
+/// of the top-level `Statement`, or of the single statement object), found by a small JSON
+/// scanner over the document as written. Empty when the document cannot be scanned.
+pub(crate) fn statement_spans(doc: &str) -> Vec<(Pos, Pos)> {
+    let mut s = Scan {
+        chars: doc.chars().collect(),
+        i: 0,
+        line: 1,
+        col: 1,
+        last: (1, 1),
+    };
+    s.top().unwrap_or_default()
+}
+
+struct Scan {
+    chars: Vec<char>,
+    i: usize,
+    line: u32,
+    col: u32,
+    last: Pos,
+}
+
+impl Scan {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.i).copied()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.last = (self.line, self.col);
+        self.i += 1;
+        if c == '\n' {
+            self.line += 1;
+            self.col = 1;
+        } else {
+            self.col += 1;
+        }
+        Some(c)
+    }
+
+    fn ws(&mut self) {
+        while self.peek().is_some_and(char::is_whitespace) {
+            self.bump();
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Option<()> {
+        self.ws();
+        (self.bump()? == c).then_some(())
+    }
+
+    fn string(&mut self) -> Option<String> {
+        self.expect('"')?;
+        let mut out = String::new();
+        loop {
+            match self.bump()? {
+                '"' => return Some(out),
+                '\\' => {
+                    let e = self.bump()?;
+                    out.push(e);
+                }
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn skip_value(&mut self) -> Option<()> {
+        self.ws();
+        match self.peek()? {
+            '"' => self.string().map(|_| ()),
+            open @ ('{' | '[') => {
+                let close = if open == '{' { '}' } else { ']' };
+                self.bump();
+                loop {
+                    self.ws();
+                    if self.peek()? == close {
+                        self.bump();
+                        return Some(());
+                    }
+                    if open == '{' {
+                        self.string()?;
+                        self.expect(':')?;
+                    }
+                    self.skip_value()?;
+                    self.ws();
+                    if self.peek()? == ',' {
+                        self.bump();
+                    }
+                }
+            }
+            _ => {
+                while self
+                    .peek()
+                    .is_some_and(|c| !matches!(c, ',' | '}' | ']') && !c.is_whitespace())
+                {
+                    self.bump();
+                }
+                Some(())
+            }
+        }
+    }
+
+    fn span(&mut self) -> Option<(Pos, Pos)> {
+        self.ws();
+        let start = (self.line, self.col);
+        self.skip_value()?;
+        Some((start, self.last))
+    }
+
+    fn top(&mut self) -> Option<Vec<(Pos, Pos)>> {
+        self.expect('{')?;
+        let mut spans = Vec::new();
+        loop {
+            self.ws();
+            if self.peek()? == '}' {
+                return Some(spans);
+            }
+            let key = self.string()?;
+            self.expect(':')?;
+            self.ws();
+            if key == "Statement" {
+                if self.peek()? == '[' {
+                    self.bump();
+                    loop {
+                        self.ws();
+                        if self.peek()? == ']' {
+                            self.bump();
+                            break;
+                        }
+                        spans.push(self.span()?);
+                        self.ws();
+                        if self.peek()? == ',' {
+                            self.bump();
+                        }
+                    }
+                } else {
+                    spans.push(self.span()?);
+                }
+            } else {
+                self.skip_value()?;
+            }
+            self.ws();
+            if self.peek()? == ',' {
+                self.bump();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_positions_follow_the_document_text() {
+        let doc = "{\"Version\":\"2012-10-17\",\n \"Statement\":[\n  {\"Effect\":\"Allow\",\"Action\":\"a:b\",\"Resource\":\"*\"},\n  {\"Sid\":\"x}\\\"\",\n   \"Effect\":\"Deny\",\"Action\":[\"c:d\"],\"Resource\":\"*\"}]}";
+        let spans = statement_spans(doc);
+        assert_eq!(spans, vec![((3, 3), (3, 50)), ((4, 3), (5, 51))]);
+        let single = r#"{"Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}"#;
+        assert_eq!(statement_spans(single), vec![((1, 14), (1, 59))]);
+        assert!(statement_spans("not json").is_empty());
     }
 }

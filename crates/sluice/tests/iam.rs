@@ -805,6 +805,11 @@ async fn simulate_principal_policy_explains_decisions() {
     assert_eq!(r[0].eval_decision(), &PolicyEvaluationDecisionType::Allowed);
     assert!(r[0].missing_context_values().is_empty());
     assert_eq!(r[0].matched_statements().len(), 1);
+    let m = &r[0].matched_statements()[0];
+    let start = m.start_position().unwrap();
+    let end = m.end_position().unwrap();
+    assert_eq!((start.line(), start.column()), (2, 13));
+    assert_eq!((end.line(), end.column()), (3, 69));
     let out = run(Some("192.168.0.1")).await.unwrap();
     assert_eq!(
         out.evaluation_results()[0].eval_decision(),
