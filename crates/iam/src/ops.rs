@@ -203,6 +203,7 @@ impl Iam {
             | "ListAttachedUserPolicies"
             | "CreateAccessKey"
             | "DeleteAccessKey"
+            | "UpdateAccessKey"
             | "ListAccessKeys" => (user(s(input, "UserName")), "AWS::IAM::User"),
             "ListUsers" => (format!("arn:aws:iam::{acct}:user/"), "AWS::IAM::User"),
             "CreateRole" => (
@@ -258,6 +259,7 @@ impl Iam {
             "ListUsers" => self.list_users(input),
             "CreateAccessKey" => self.create_access_key(ctx, input).await,
             "DeleteAccessKey" => self.delete_access_key(ctx, input).await,
+            "UpdateAccessKey" => self.update_access_key(ctx, input).await,
             "ListAccessKeys" => self.list_access_keys(ctx, input),
             "CreateRole" => self.create_role(input).await,
             "GetRole" => self.get_role(input),
@@ -486,6 +488,36 @@ impl Iam {
         self.commit(Batch::new().delete(NS_ACCESS_KEYS, id.clone()))
             .await?;
         self.state.write().keys.remove(&id);
+        Ok(Out::empty())
+    }
+
+    async fn update_access_key(&self, ctx: &CallContext, input: &Value) -> Result<Out, AwsError> {
+        let _w = self.writer.lock().await;
+        let user = self.target_user(ctx, input)?;
+        let id = s(input, "AccessKeyId").unwrap_or_default().to_string();
+        let status = s(input, "Status").unwrap_or_default();
+        if status == "Expired" {
+            return Err(validation(
+                "An access key cannot be set to Expired: use Active or Inactive.",
+            ));
+        }
+        let mut rec = self
+            .state
+            .read()
+            .keys
+            .get(&id)
+            .filter(|k| k.rec.user.eq_ignore_ascii_case(&user.name))
+            .map(|k| k.rec.clone())
+            .ok_or_else(|| {
+                no_such_entity(format!("The Access Key with id {id} cannot be found."))
+            })?;
+        rec.status = status.to_string();
+        let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
+        self.commit(Batch::new().put(NS_ACCESS_KEYS, id.clone(), json))
+            .await?;
+        if let Some(k) = self.state.write().keys.get_mut(&id) {
+            k.rec = rec;
+        }
         Ok(Out::empty())
     }
 

@@ -492,6 +492,33 @@ mod tests {
     }
 
     #[test]
+    fn maps_decode_from_entries() {
+        let t = load(
+            r#"{"operations":{},"shapes":{"In":{"type":"structure","members":{"M":{"shape":"Map"},"N":{"shape":"Num"}}},"Map":{"type":"map","key":"S","value":"S"},"S":{"type":"string"},"Num":{"type":"integer"}}}"#,
+        );
+        let mut root = Node::default();
+        for (k, v) in [
+            ("M.entry.1.key", "a"),
+            ("M.entry.1.value", "1"),
+            ("M.entry.2.key", "b&"),
+            ("M.entry.2.value", "2"),
+            ("N", "7"),
+        ] {
+            root.insert(&k.split('.').collect::<Vec<_>>(), v.to_string());
+        }
+        assert_eq!(
+            t.convert("In", &root, "").unwrap().unwrap(),
+            serde_json::json!({"M": {"a": "1", "b&": "2"}, "N": 7})
+        );
+        let mut bad = Node::default();
+        bad.insert(&["M", "entry", "1", "value"], "v".into());
+        assert_eq!(
+            t.convert("In", &bad, "").unwrap_err().code,
+            "ValidationError"
+        );
+    }
+
+    #[test]
     fn validation_errors_use_aws_texts_and_names() {
         let e = to_json(
             "iam",

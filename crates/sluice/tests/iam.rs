@@ -178,6 +178,28 @@ async fn a_user_with_a_narrow_policy_can_do_exactly_what_it_allows() {
         .unwrap_err();
     assert_eq!(code(&e), "AccessDenied");
 
+    // An inactive key is refused; reactivated, it works again.
+    for (status, works) in [
+        (aws_sdk_iam::types::StatusType::Inactive, false),
+        (aws_sdk_iam::types::StatusType::Active, true),
+    ] {
+        iam.update_access_key()
+            .user_name("bob")
+            .access_key_id(bk.access_key_id())
+            .status(status)
+            .send()
+            .await
+            .unwrap();
+        let r = aws_sdk_sts::Client::new(&bob_cfg)
+            .get_caller_identity()
+            .send()
+            .await;
+        assert_eq!(r.is_ok(), works);
+        if let Err(e) = r {
+            assert_eq!(code(&e), "InvalidClientTokenId");
+        }
+    }
+
     // A wrong secret, and a deleted key, are rejected by the signature layer.
     let bad = s.sdk_config_as(&akid, "x".repeat(40).as_str(), None).await;
     let e = aws_sdk_sts::Client::new(&bad)
