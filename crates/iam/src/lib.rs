@@ -144,9 +144,12 @@ impl State {
         if p.kind != PrincipalKind::AssumedRole {
             return None;
         }
+        // The session's user id starts with the role's id: a role deleted and created again
+        // under the same name does not serve the old sessions.
+        let role_id = p.user_id.split(':').next().unwrap_or_default();
         self.roles
             .get(&role_name_of(arn).to_ascii_lowercase())
-            .filter(|r| r.rec.arn == arn)
+            .filter(|r| r.rec.arn == arn && r.rec.id == role_id)
     }
 }
 

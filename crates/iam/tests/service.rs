@@ -312,6 +312,9 @@ async fn services_assume_roles_through_the_trust_policy() {
     assert_eq!(p.role_arn.as_deref(), Some(arn));
     assert!(p.access_key_id.is_none());
     assert_eq!(f.iam.policies_for(&p).len(), 1);
+    let mut forged = p.clone();
+    forged.user_id = "AROAOTHEROTHEROTHER00:stream-1".into();
+    assert!(f.iam.policies_for(&forged).is_empty());
 
     let e = f
         .iam
