@@ -86,7 +86,10 @@
 //!   lower-cased, `:`, then the values of every header with that name (case-insensitive) in the
 //!   order received, each with leading/trailing spaces removed and runs of spaces collapsed to
 //!   one (only the space character; tabs stay), joined with `,`; then `\n`. A signed header that
-//!   is absent gives an empty value. Only the signed headers take part.
+//!   is absent gives an empty value. Only the signed headers take part. (botocore collapses
+//!   every whitespace run, tabs included, to one space; aws-sigv4 and sluice only spaces, so a
+//!   botocore-signed header value containing a tab would not verify. No AWS client signs such a
+//!   header in the JSON or query protocols.)
 //! - `SIGNED_HEADERS`: the client's list verbatim.
 //! - `PAYLOAD_HASH`: see step 8.
 //!
