@@ -1,0 +1,591 @@
+//! The dispatcher: leases due deliveries, invokes targets, records outcomes; the dead letters.
+//!
+//! Queue protocol (namespaces and key layout in the crate docs):
+//! - **Lease**: for each due key, one batch op triple `Expect(key, version)`, `Delete(key)`,
+//!   `Put(now + lease_ms ++ id, record with attempt + 1)`. All leases of one scan go in one
+//!   batch (on a conflict, each is retried alone and the losers skipped). The new key is the
+//!   lease; it becomes due again by itself if this process dies.
+//! - **Complete**: `Expect(lease key, lease version)`, `Delete(lease key)` plus, by outcome:
+//!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
+//!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
+//!   (non-retryable failure, `MaximumRetryAttempts` or `MaximumEventAgeInSeconds` exhausted).
+//!   A failed `Expect` means the lease was lost (expired and taken elsewhere): the outcome is
+//!   dropped, the other holder's wins.
+//! - **Circuit breaker** (per [`Target::breaker_key`]): after `breaker_threshold` consecutive
+//!   retryable failures the breaker opens for `breaker_cooldown_ms`, doubling up to
+//!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
+//!   moved to the reopening time *without* counting an attempt, so a dead target does not burn
+//!   its events' retry budget in a hot loop. The first invocation after the pause probes it.
+//! - **Per-target concurrency**: each breaker key has a semaphore of `per_target_concurrency`
+//!   permits; all leased jobs are spawned and wait on their own target's semaphore, so a slow
+//!   target never holds back another's deliveries. A job still waiting when its lease runs out
+//!   is not leased twice: the scan sees it is held in memory and only extends the lease.
+//!
+//! Backoff after the n-th failed invocation: `min(retry_cap_ms, retry_base_ms * 2^(n-1))`,
+//! then a uniformly random value in its upper half (jitter from the injected RNG).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::Rng;
+use serde_json::Value;
+use sluice_core::{AwsError, Clock};
+use sluice_store::{Batch, KeyRange, Op, Store, StoreError};
+use tokio::sync::{Semaphore, watch};
+
+use crate::model::{DeadLetter, DeliveryRecord, NS_DLQ, NS_DUE, key_due, queue_key};
+use crate::targets::{Invocation, InvokeError, Target};
+use crate::transform::{Reserved, transform};
+use crate::{Core, internal, millis_to_iso};
+
+/// Deliveries leased per scan.
+const SCAN_LIMIT: usize = 256;
+
+#[derive(Debug, Clone, Copy)]
+struct Breaker {
+    failures: u32,
+    open_until: i64,
+    cooldown: i64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    held: Mutex<HashSet<String>>,
+    breakers: Mutex<HashMap<String, Breaker>>,
+    sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// Leases and runs deliveries. [`Dispatcher::run_once`] does one pass inline (tests, tools);
+/// [`crate::Events::start_workers`] runs passes in the background.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    core: Arc<Core>,
+    state: Arc<State>,
+}
+
+/// A leased delivery.
+struct Job {
+    lease_key: Vec<u8>,
+    version: u64,
+    rec: DeliveryRecord,
+    target: Option<Arc<dyn Target>>,
+    bkey: String,
+}
+
+enum Plan {
+    Lease(Box<Job>),
+    Extend,
+    Defer,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(core: Arc<Core>) -> Self {
+        Self {
+            core,
+            state: Arc::new(State::default()),
+        }
+    }
+
+    /// Leases every due delivery (up to a page) and runs them to completion, one after the
+    /// other. Returns how many were invoked.
+    pub async fn run_once(&self) -> Result<usize, AwsError> {
+        let jobs = self.lease_due().await?;
+        let n = jobs.len();
+        for job in jobs {
+            self.run_job(job).await;
+        }
+        Ok(n)
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn lease_due_for_test(&self) -> usize {
+        self.lease_due().await.map(|j| j.len()).unwrap_or(0)
+    }
+
+    /// The earliest due time in the queue, Unix ms.
+    pub async fn next_due(&self) -> Result<Option<i64>, AwsError> {
+        let first = self
+            .core
+            .store
+            .scan(NS_DUE, KeyRange::all(), 1, false)
+            .await
+            .map_err(internal)?;
+        Ok(first.first().map(|(k, _)| key_due(k)))
+    }
+
+    fn breaker_open_until(&self, bkey: &str, now: i64) -> Option<i64> {
+        self.state
+            .breakers
+            .lock()
+            .get(bkey)
+            .filter(|b| b.failures >= self.core.cfg.breaker_threshold && b.open_until > now)
+            .map(|b| b.open_until)
+    }
+
+    fn record_outcome(&self, bkey: &str, ok: bool, now: i64) {
+        let cfg = &self.core.cfg;
+        let mut m = self.state.breakers.lock();
+        if ok {
+            m.remove(bkey);
+            return;
+        }
+        let b = m.entry(bkey.to_string()).or_insert(Breaker {
+            failures: 0,
+            open_until: 0,
+            cooldown: cfg.breaker_cooldown_ms,
+        });
+        b.failures += 1;
+        if b.failures >= cfg.breaker_threshold && b.open_until <= now {
+            b.open_until = now + b.cooldown;
+            b.cooldown = (b.cooldown * 2).min(cfg.breaker_max_ms);
+            tracing::warn!(
+                target = bkey,
+                failures = b.failures,
+                until = b.open_until,
+                "circuit breaker open"
+            );
+        }
+    }
+
+    async fn lease_due(&self) -> Result<Vec<Job>, AwsError> {
+        let core = &self.core;
+        let now = core.clock.now_millis();
+        let end = queue_key(now + 1, &uuid::Uuid::nil());
+        let due = core
+            .store
+            .scan(
+                NS_DUE,
+                KeyRange {
+                    start: None,
+                    end: Some(end),
+                },
+                SCAN_LIMIT,
+                false,
+            )
+            .await
+            .map_err(internal)?;
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut plans = Vec::with_capacity(due.len());
+        let mut batch = Batch::new();
+        for (key, v) in due {
+            let mut rec: DeliveryRecord = match serde_json::from_slice(&v.value) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable delivery record; left in place");
+                    continue;
+                }
+            };
+            let Ok(id) = uuid::Uuid::parse_str(&rec.id) else {
+                continue;
+            };
+            let target = core.target_for(&rec.target.arn);
+            let bkey = target
+                .as_ref()
+                .map(|t| t.breaker_key(&rec.target.arn))
+                .unwrap_or_else(|| rec.target.arn.clone());
+            let (plan, due_at) = if self.state.held.lock().contains(&rec.id) {
+                (Plan::Extend, now + core.cfg.lease_ms)
+            } else if let Some(until) = self.breaker_open_until(&bkey, now) {
+                (Plan::Defer, until)
+            } else {
+                rec.attempt += 1;
+                let lease_key = queue_key(now + core.cfg.lease_ms, &id);
+                (
+                    Plan::Lease(Box::new(Job {
+                        lease_key,
+                        version: 0,
+                        rec: rec.clone(),
+                        target,
+                        bkey,
+                    })),
+                    now + core.cfg.lease_ms,
+                )
+            };
+            let ops = vec![
+                Op::Expect {
+                    ns: NS_DUE.into(),
+                    key: key.clone(),
+                    version: Some(v.version),
+                },
+                Op::Delete {
+                    ns: NS_DUE.into(),
+                    key,
+                },
+                Op::Put {
+                    ns: NS_DUE.into(),
+                    key: queue_key(due_at, &id),
+                    value: serde_json::to_vec(&rec).map_err(internal)?,
+                },
+            ];
+            batch.ops.extend(ops.iter().cloned());
+            plans.push((plan, ops));
+        }
+        let mut jobs = Vec::new();
+        match core.store.apply(batch).await {
+            Ok(seq) => {
+                for (plan, _) in plans {
+                    if let Plan::Lease(mut j) = plan {
+                        j.version = seq;
+                        jobs.push(*j);
+                    }
+                }
+            }
+            Err(StoreError::Conflict) => {
+                for (plan, ops) in plans {
+                    match core.store.apply(Batch { ops }).await {
+                        Ok(seq) => {
+                            if let Plan::Lease(mut j) = plan {
+                                j.version = seq;
+                                jobs.push(*j);
+                            }
+                        }
+                        Err(StoreError::Conflict) => {}
+                        Err(e) => return Err(internal(e)),
+                    }
+                }
+            }
+            Err(e) => return Err(internal(e)),
+        }
+        {
+            let mut held = self.state.held.lock();
+            for j in &jobs {
+                held.insert(j.rec.id.clone());
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn backoff_ms(&self, attempt: u32) -> i64 {
+        let cfg = &self.core.cfg;
+        let exp = attempt.saturating_sub(1).min(40);
+        let d = cfg
+            .retry_base_ms
+            .saturating_mul(1i64 << exp)
+            .min(cfg.retry_cap_ms)
+            .max(1);
+        let lo = d / 2;
+        self.core.rng.lock().random_range(lo..=d)
+    }
+
+    async fn run_job(&self, job: Job) {
+        let core = &self.core;
+        let now = core.clock.now_millis();
+        let rec = &job.rec;
+        let max_age_ms = rec.target.retry.max_age_secs as i64 * 1000;
+        let outcome = if now - rec.first_seen_ms > max_age_ms {
+            Err((
+                InvokeError::permanent(
+                    "EXPIRED",
+                    "the event is older than MaximumEventAgeInSeconds",
+                ),
+                "MaximumEventAgeInSeconds",
+            ))
+        } else {
+            core.metrics.invocations.fetch_add(1, Ordering::Relaxed);
+            let r = match &job.target {
+                None => Err(InvokeError::permanent(
+                    "NO_RESOURCE",
+                    format!("No supported target serves {}.", rec.target.arn),
+                )),
+                Some(t) => match serde_json::from_str::<Value>(&rec.event) {
+                    Err(e) => Err(InvokeError::permanent("INVALID_INPUT", e.to_string())),
+                    Ok(event) => {
+                        let ingestion = millis_to_iso(rec.first_seen_ms);
+                        let input = transform(
+                            &rec.target.input_spec(),
+                            &rec.event,
+                            &event,
+                            &Reserved {
+                                rule_arn: &rec.rule_arn,
+                                rule_name: &rec.rule,
+                                ingestion_time: &ingestion,
+                            },
+                        );
+                        let inv = Invocation {
+                            delivery: rec,
+                            input,
+                            event: &event,
+                        };
+                        t.invoke(core, &inv).await
+                    }
+                },
+            };
+            let now = core.clock.now_millis();
+            match &r {
+                Ok(_) => self.record_outcome(&job.bkey, true, now),
+                Err(e) => {
+                    core.metrics
+                        .failed_invocations
+                        .fetch_add(1, Ordering::Relaxed);
+                    if e.retryable {
+                        self.record_outcome(&job.bkey, false, now);
+                    }
+                }
+            }
+            r.map_err(|e| {
+                let exhausted = if !e.retryable {
+                    ""
+                } else if rec.attempt.saturating_sub(1) >= rec.target.retry.max_attempts {
+                    "MaximumRetryAttempts"
+                } else if now - rec.first_seen_ms > max_age_ms {
+                    "MaximumEventAgeInSeconds"
+                } else {
+                    "-"
+                };
+                (e, exhausted)
+            })
+        };
+        if let Err(e) = self.complete(&job, outcome).await {
+            tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
+        }
+        self.state.held.lock().remove(&job.rec.id);
+    }
+
+    async fn complete(
+        &self,
+        job: &Job,
+        outcome: Result<Batch, (InvokeError, &'static str)>,
+    ) -> Result<(), AwsError> {
+        let core = &self.core;
+        let now = core.clock.now_millis();
+        let mut batch = Batch::new()
+            .expect(NS_DUE, job.lease_key.clone(), Some(job.version))
+            .delete(NS_DUE, job.lease_key.clone());
+        let id = uuid::Uuid::parse_str(&job.rec.id).map_err(internal)?;
+        let mut counter = None;
+        match outcome {
+            Ok(extra) => batch.ops.extend(extra.ops),
+            Err((e, "-")) => {
+                let mut rec = job.rec.clone();
+                rec.last_error = Some(format!("{}: {}", e.code, e.message));
+                let due = now + self.backoff_ms(rec.attempt);
+                batch = batch.put(
+                    NS_DUE,
+                    queue_key(due, &id),
+                    serde_json::to_vec(&rec).map_err(internal)?,
+                );
+                counter = Some(&core.metrics.retries);
+            }
+            Err((e, exhausted)) => {
+                tracing::info!(delivery = %job.rec.id, rule = %job.rec.rule_arn, target = %job.rec.target.arn, code = %e.code, exhausted, "delivery dead-lettered");
+                let dl = DeadLetter {
+                    v: 1,
+                    delivery: job.rec.clone(),
+                    error_code: e.code,
+                    error_message: e.message,
+                    exhausted: exhausted.to_string(),
+                    at_ms: now,
+                };
+                batch = batch.put(
+                    NS_DLQ,
+                    queue_key(now, &id),
+                    serde_json::to_vec(&dl).map_err(internal)?,
+                );
+                counter = Some(&core.metrics.dead_lettered);
+            }
+        }
+        match core.store.apply(batch).await {
+            Ok(_) => {
+                if let Some(c) = counter {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                core.wake.notify_one();
+                Ok(())
+            }
+            Err(StoreError::Conflict) => Ok(()),
+            Err(e) => Err(internal(e)),
+        }
+    }
+
+    fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {
+        self.state
+            .sems
+            .lock()
+            .entry(bkey.to_string())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)))
+            })
+            .clone()
+    }
+}
+
+/// The background tasks of the service; see [`crate::Events::start_workers`].
+#[derive(Debug)]
+pub struct WorkerHandle {
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerHandle {
+    /// Stops leasing and scheduling, lets running invocations finish, and returns. Jobs still
+    /// waiting for a target slot are abandoned; their leases expire and they run after restart.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
+    let (tx, rx) = watch::channel(false);
+    let d = Dispatcher::new(core.clone());
+    let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone()));
+    let scheduler = tokio::spawn(crate::schedule::schedule_loop(core, rx));
+    WorkerHandle {
+        stop: tx,
+        tasks: vec![dispatcher, scheduler],
+    }
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    loop {
+        let s = *rx.borrow_and_update();
+        if s || rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn dispatch_loop(d: Dispatcher, mut stop: watch::Receiver<bool>) {
+    let mut running = tokio::task::JoinSet::new();
+    let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while running.try_join_next().is_some() {}
+        let jobs = match d.lease_due().await {
+            Ok(j) => j,
+            Err(e) => {
+                tracing::warn!(error = %e, "leasing deliveries failed");
+                Vec::new()
+            }
+        };
+        let full = jobs.len() >= SCAN_LIMIT;
+        for job in jobs {
+            let sem = d.semaphore(&job.bkey);
+            let d2 = d.clone();
+            let mut stop2 = stop.clone();
+            running.spawn(async move {
+                tokio::select! {
+                    permit = sem.acquire_owned() => {
+                        let _permit = permit;
+                        d2.run_job(job).await;
+                    }
+                    _ = stopped(&mut stop2) => {
+                        d2.state.held.lock().remove(&job.rec.id);
+                    }
+                }
+            });
+        }
+        if full {
+            continue;
+        }
+        let wait = match d.next_due().await {
+            Ok(Some(t)) => {
+                let ms = t - d.core.clock.now_millis();
+                Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
+            }
+            _ => poll,
+        };
+        tokio::select! {
+            _ = d.core.wake.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+    while running.join_next().await.is_some() {}
+}
+
+/// A dead letter and its key.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeadLetterEntry {
+    /// The delivery id.
+    pub id: String,
+    /// The record.
+    pub letter: DeadLetter,
+}
+
+/// Lists up to `limit` dead letters, oldest first (`sluice dlq list`).
+pub async fn list_dead_letters(
+    store: &dyn Store,
+    limit: usize,
+) -> Result<Vec<DeadLetterEntry>, AwsError> {
+    let rows = store
+        .scan(NS_DLQ, KeyRange::all(), limit, false)
+        .await
+        .map_err(internal)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for (_, v) in rows {
+        let letter: DeadLetter = serde_json::from_slice(&v.value).map_err(internal)?;
+        out.push(DeadLetterEntry {
+            id: letter.delivery.id.clone(),
+            letter,
+        });
+    }
+    Ok(out)
+}
+
+/// Moves dead letters back to the queue, due now, with a fresh retry budget and age (attempts
+/// 0, first-seen now). `ids`: only these delivery ids; `None`: all. Returns how many moved
+/// (`sluice dlq redrive`). Each move is one atomic batch (`Expect` the dead letter, delete it,
+/// queue the delivery), so a concurrent redrive never duplicates a delivery.
+pub async fn redrive(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    ids: Option<&[String]>,
+) -> Result<usize, AwsError> {
+    let mut moved = 0;
+    let mut start: Option<Vec<u8>> = None;
+    loop {
+        let range = match &start {
+            Some(s) => {
+                let mut k = s.clone();
+                k.push(0);
+                KeyRange::from(&k)
+            }
+            None => KeyRange::all(),
+        };
+        let rows = store
+            .scan(NS_DLQ, range, 200, false)
+            .await
+            .map_err(internal)?;
+        let n = rows.len();
+        start = rows.last().map(|(k, _)| k.clone());
+        for (key, v) in rows {
+            let letter: DeadLetter = serde_json::from_slice(&v.value).map_err(internal)?;
+            if let Some(ids) = ids
+                && !ids.contains(&letter.delivery.id)
+            {
+                continue;
+            }
+            let now = clock.now_millis();
+            let mut rec = letter.delivery;
+            rec.attempt = 0;
+            rec.first_seen_ms = now;
+            let id = uuid::Uuid::parse_str(&rec.id).map_err(internal)?;
+            let batch = Batch::new()
+                .expect(NS_DLQ, key.clone(), Some(v.version))
+                .delete(NS_DLQ, key)
+                .put(
+                    NS_DUE,
+                    queue_key(now, &id),
+                    serde_json::to_vec(&rec).map_err(internal)?,
+                );
+            match store.apply(batch).await {
+                Ok(_) => moved += 1,
+                Err(StoreError::Conflict) => {}
+                Err(e) => return Err(internal(e)),
+            }
+        }
+        if n < 200 {
+            return Ok(moved);
+        }
+    }
+}

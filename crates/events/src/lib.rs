@@ -1,0 +1,716 @@
+//! EventBridge for sluice: event buses, rules, targets, `PutEvents` with durable delivery,
+//! retries with backoff, dead letters, scheduled rules, and bus-to-bus targets.
+//!
+//! # Design constraints
+//! - **No acknowledged event is lost.** `PutEvents` matches every entry against the in-memory
+//!   [`sluice_pattern::Matcher`] of its bus *before* committing, then writes one store batch
+//!   holding every delivery (event x rule x target) of the request, and answers only after that
+//!   one `apply` returns (durable). The store group-commits concurrent requests. An entry that
+//!   matches no rule is acknowledged without a write (as AWS drops unmatched events).
+//! - **At-least-once delivery.** A delivery leaves the queue only in the same batch that records
+//!   its outcome (success, next retry, or dead letter). A dispatcher that dies mid-invocation
+//!   leaves a lease that expires, and the delivery is invoked again.
+//! - **The in-memory rule state mirrors the store.** [`Events::open`] loads buses and rules and
+//!   builds one matcher per bus; every management write updates the mirror after its batch
+//!   commits. Management writes are serialized by one async lock and also carry `Expect`s.
+//! - **Time and randomness are injected** ([`sluice_core::Clock`]; the jitter RNG is seeded from
+//!   [`EventsConfig::rng_seed`] when set), so retries and schedules are testable.
+//!
+//! # Stored formats (all values JSON with `"v": 1`; see [`model`])
+//! | namespace | key | value |
+//! |---|---|---|
+//! | `events.buses` | bus name | [`model::BusRecord`] |
+//! | `events.rules` | bus name, `0x00`, rule name | [`model::RuleRecord`] (targets inline) |
+//! | `events.due` | due time (u64 BE, Unix ms) ++ delivery id (16 bytes) | [`model::DeliveryRecord`] |
+//! | `events.dlq` | dead-letter time (u64 BE ms) ++ delivery id | [`model::DeadLetter`] |
+//! | `events.sched` | rule ARN | [`model::SchedRecord`] (last firing of a scheduled rule) |
+//!
+//! # The delivery queue
+//! `events.due` is ordered by due time. A dispatcher scans keys due at or before now and
+//! *leases* each by moving it into the future: in one batch, `Expect` the key at its version,
+//! `Delete` it, and `Put` the record (attempt + 1) under `now + lease` with the same id. The
+//! moved key is the lease: if the process dies, it becomes due again when the lease runs out.
+//! After invoking the target the dispatcher commits, with an `Expect` on the lease key's
+//! version: success deletes the lease (a bus target adds the deliveries it produced to the same
+//! batch); a retryable failure moves the key to `now + backoff(attempt)`; exhausting
+//! `MaximumRetryAttempts` or `MaximumEventAgeInSeconds`, or a non-retryable failure, moves the
+//! record to `events.dlq`. A target whose circuit breaker is open has its due deliveries moved
+//! to the breaker's reopening time without counting an attempt. See [`dispatch`].
+//!
+//! Deliberate differences from AWS are in `docs/specs/events.md`.
+
+pub mod dispatch;
+pub mod model;
+mod ops;
+pub mod schedule;
+pub mod targets;
+pub mod transform;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use rand::SeedableRng;
+use serde_json::Value;
+use sluice_audit::AuditLog;
+use sluice_core::{AwsError, CallContext, Clock, PrincipalKind};
+use sluice_kms::IdentityPolicies;
+use sluice_pattern::Matcher;
+use sluice_policy::{Context, Decision, Inputs, Policy, Request, ResourceKind, evaluate};
+use sluice_store::{Batch, KeyRange, Store};
+
+pub use dispatch::{DeadLetterEntry, Dispatcher, WorkerHandle, list_dead_letters, redrive};
+use model::{BusRecord, DeliveryRecord, NS_BUSES, NS_DUE, NS_RULES, RuleRecord, queue_key};
+pub use targets::{Invocation, InvokeError, Target};
+
+/// The event source of EventBridge audit records.
+pub const EVENT_SOURCE: &str = "events.amazonaws.com";
+
+/// Configuration of the EventBridge service.
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// The account sluice serves.
+    pub account: String,
+    /// The region sluice serves.
+    pub region: String,
+    /// Let the account's root principal put events whose `source` begins with `aws.` (operator
+    /// switch, `sluice serve --allow-aws-sources`); everyone else gets
+    /// `NotAuthorizedForSourceException` per entry, as on AWS.
+    pub allow_aws_sources: bool,
+    /// Largest total size of a PutEvents request's entries (AWS's entry-size formula), bytes.
+    pub max_entry_bytes: usize,
+    /// How long a leased delivery stays invisible before another dispatcher may take it, ms.
+    pub lease_ms: i64,
+    /// First retry delay, ms (doubled per attempt, with jitter).
+    pub retry_base_ms: i64,
+    /// Largest retry delay, ms.
+    pub retry_cap_ms: i64,
+    /// Concurrent invocations per target.
+    pub per_target_concurrency: usize,
+    /// Consecutive failures that open a target's circuit breaker.
+    pub breaker_threshold: u32,
+    /// First open period of a breaker, ms (doubled while failures continue).
+    pub breaker_cooldown_ms: i64,
+    /// Longest open period of a breaker, ms.
+    pub breaker_max_ms: i64,
+    /// Longest time a dispatcher sleeps between queue scans, ms.
+    pub poll_ms: u64,
+    /// Seed of the jitter RNG (`None`: from the OS).
+    pub rng_seed: Option<u64>,
+    /// Bus-to-bus hops an event may make before it is dead-lettered as a loop.
+    pub max_hops: u32,
+}
+
+impl EventsConfig {
+    /// Defaults for `account` / `region`.
+    pub fn new(account: &str, region: &str) -> Self {
+        Self {
+            account: account.to_string(),
+            region: region.to_string(),
+            allow_aws_sources: false,
+            max_entry_bytes: 256 * 1024,
+            lease_ms: 30_000,
+            retry_base_ms: 1_000,
+            retry_cap_ms: 300_000,
+            per_target_concurrency: 8,
+            breaker_threshold: 5,
+            breaker_cooldown_ms: 1_000,
+            breaker_max_ms: 60_000,
+            poll_ms: 250,
+            rng_seed: None,
+            max_hops: 5,
+        }
+    }
+}
+
+/// Counters; see [`Events::metrics`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub(crate) matched_events: AtomicU64,
+    pub(crate) triggered_rules: AtomicU64,
+    pub(crate) invocations: AtomicU64,
+    pub(crate) failed_invocations: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) put_events_entries: AtomicU64,
+    pub(crate) scheduled_firings: AtomicU64,
+}
+
+/// A snapshot of the counters since start (CloudWatch's EventBridge metric names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MetricsSnapshot {
+    /// Entries PutEvents accepted.
+    pub put_events_entries: u64,
+    /// Events that matched at least one rule.
+    pub matched_events: u64,
+    /// Rule matches that had targets (one per event and rule).
+    pub triggered_rules: u64,
+    /// Target invocations started.
+    pub invocations: u64,
+    /// Invocations that failed.
+    pub failed_invocations: u64,
+    /// Deliveries re-queued for another attempt.
+    pub retries: u64,
+    /// Deliveries moved to the dead-letter namespace.
+    pub dead_lettered: u64,
+    /// Scheduled-rule firings.
+    pub scheduled_firings: u64,
+    /// Deliveries in the queue (due, waiting or leased) when the snapshot was taken.
+    pub queue_depth: u64,
+}
+
+type RuleId = (String, String);
+
+/// The EventBridge service. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events {
+    pub(crate) core: Arc<Core>,
+}
+
+/// Shared state of the service.
+pub struct Core {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) audit: AuditLog,
+    pub(crate) identity: Arc<dyn IdentityPolicies>,
+    pub(crate) cfg: EventsConfig,
+    pub(crate) buses: RwLock<HashMap<String, Arc<BusRecord>>>,
+    pub(crate) rules: RwLock<HashMap<RuleId, Arc<RuleRecord>>>,
+    pub(crate) matchers: RwLock<HashMap<String, Arc<Matcher<Arc<str>>>>>,
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    pub(crate) targets: RwLock<Vec<Arc<dyn Target>>>,
+    pub(crate) metrics: Metrics,
+    pub(crate) wake: tokio::sync::Notify,
+    pub(crate) rng: Mutex<rand::rngs::StdRng>,
+    policies: RwLock<HashMap<String, (String, Arc<Policy>)>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn internal<E: std::fmt::Display>(e: E) -> AwsError {
+    tracing::error!(error = %e, "events internal error");
+    AwsError::with_status(
+        "InternalException",
+        500,
+        "An internal error occurred in EventBridge.",
+    )
+}
+
+fn millis_to_iso(ms: i64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Events {
+    /// Loads the service's state from `store` (creating the `default` bus if needed).
+    pub async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        audit: AuditLog,
+        identity: Arc<dyn IdentityPolicies>,
+        cfg: EventsConfig,
+    ) -> Result<Self, AwsError> {
+        let rng = match cfg.rng_seed {
+            Some(s) => rand::rngs::StdRng::seed_from_u64(s),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
+        let core = Arc::new(Core {
+            store,
+            clock,
+            audit,
+            identity,
+            cfg,
+            buses: RwLock::new(HashMap::new()),
+            rules: RwLock::new(HashMap::new()),
+            matchers: RwLock::new(HashMap::new()),
+            write_lock: tokio::sync::Mutex::new(()),
+            targets: RwLock::new(vec![Arc::new(targets::BusTarget) as Arc<dyn Target>]),
+            metrics: Metrics::default(),
+            wake: tokio::sync::Notify::new(),
+            rng: Mutex::new(rng),
+            policies: RwLock::new(HashMap::new()),
+        });
+        core.load().await?;
+        Ok(Self { core })
+    }
+
+    /// [`Events::open`] for synchronous callers (service assembly).
+    pub fn open_blocking(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        audit: AuditLog,
+        identity: Arc<dyn IdentityPolicies>,
+        cfg: EventsConfig,
+    ) -> Result<Self, AwsError> {
+        futures::executor::block_on(Self::open(store, clock, audit, identity, cfg))
+    }
+
+    /// Handles one wire operation (`op` is the part of X-Amz-Target after `AWSEvents.`).
+    pub async fn handle(
+        &self,
+        op: &str,
+        ctx: &CallContext,
+        input: Value,
+    ) -> Result<Value, AwsError> {
+        ops::dispatch(&self.core, op, ctx, input).await
+    }
+
+    /// Registers a further target kind (API destinations, Firehose, test targets). Targets are
+    /// consulted in registration order; the first whose [`Target::handles`] accepts an ARN
+    /// serves it. Call before PutTargets names such ARNs.
+    pub fn add_target_kind(&self, t: Arc<dyn Target>) {
+        self.core.targets.write().push(t);
+    }
+
+    /// A snapshot of the counters (for `/_sluice/metrics`).
+    pub async fn metrics(&self) -> MetricsSnapshot {
+        let m = &self.core.metrics;
+        let depth = count_keys(&*self.core.store, NS_DUE).await;
+        MetricsSnapshot {
+            put_events_entries: m.put_events_entries.load(Ordering::Relaxed),
+            matched_events: m.matched_events.load(Ordering::Relaxed),
+            triggered_rules: m.triggered_rules.load(Ordering::Relaxed),
+            invocations: m.invocations.load(Ordering::Relaxed),
+            failed_invocations: m.failed_invocations.load(Ordering::Relaxed),
+            retries: m.retries.load(Ordering::Relaxed),
+            dead_lettered: m.dead_lettered.load(Ordering::Relaxed),
+            scheduled_firings: m.scheduled_firings.load(Ordering::Relaxed),
+            queue_depth: depth,
+        }
+    }
+
+    /// A dispatcher over this service's queue (see [`Dispatcher`]).
+    pub fn dispatcher(&self) -> Dispatcher {
+        Dispatcher::new(self.core.clone())
+    }
+
+    /// Starts the background dispatcher and scheduler tasks on the current Tokio runtime.
+    /// Stop them with [`WorkerHandle::stop`] before closing the store.
+    pub fn start_workers(&self) -> WorkerHandle {
+        dispatch::start(self.core.clone())
+    }
+
+    /// The account served.
+    pub fn account(&self) -> &str {
+        &self.core.cfg.account
+    }
+}
+
+async fn count_keys(store: &dyn Store, ns: &str) -> u64 {
+    let mut n = 0u64;
+    let mut start: Option<Vec<u8>> = None;
+    loop {
+        let range = match &start {
+            Some(s) => {
+                let mut k = s.clone();
+                k.push(0);
+                KeyRange::from(&k)
+            }
+            None => KeyRange::all(),
+        };
+        let Ok(page) = store.scan(ns, range, 1000, false).await else {
+            return n;
+        };
+        n += page.len() as u64;
+        if page.len() < 1000 {
+            return n;
+        }
+        start = page.last().map(|(k, _)| k.clone());
+    }
+}
+
+/// Reads every entry of `ns` (for loading state).
+pub(crate) async fn scan_all(
+    store: &dyn Store,
+    ns: &str,
+) -> Result<Vec<(Vec<u8>, sluice_store::Versioned)>, AwsError> {
+    let mut out = Vec::new();
+    let mut start: Option<Vec<u8>> = None;
+    loop {
+        let range = match &start {
+            Some(s) => {
+                let mut k = s.clone();
+                k.push(0);
+                KeyRange::from(&k)
+            }
+            None => KeyRange::all(),
+        };
+        let page = store.scan(ns, range, 500, false).await.map_err(internal)?;
+        let n = page.len();
+        start = page.last().map(|(k, _)| k.clone());
+        out.extend(page);
+        if n < 500 {
+            return Ok(out);
+        }
+    }
+}
+
+impl Core {
+    async fn load(&self) -> Result<(), AwsError> {
+        let mut buses = HashMap::new();
+        for (_, v) in scan_all(&*self.store, NS_BUSES).await? {
+            let b: BusRecord = serde_json::from_slice(&v.value).map_err(internal)?;
+            buses.insert(b.name.clone(), Arc::new(b));
+        }
+        if !buses.contains_key("default") {
+            let now = self.clock.now_millis();
+            let b = BusRecord {
+                v: 1,
+                name: "default".into(),
+                arn: self.bus_arn("default"),
+                description: None,
+                policy: None,
+                tags: Default::default(),
+                created_ms: now,
+                modified_ms: now,
+            };
+            let batch = Batch::new()
+                .expect(NS_BUSES, b"default".to_vec(), None)
+                .put(
+                    NS_BUSES,
+                    b"default".to_vec(),
+                    serde_json::to_vec(&b).map_err(internal)?,
+                );
+            match self.store.apply(batch).await {
+                Ok(_) | Err(sluice_store::StoreError::Conflict) => {}
+                Err(e) => return Err(internal(e)),
+            }
+            buses.insert("default".into(), Arc::new(b));
+        }
+        let mut rules = HashMap::new();
+        for (_, v) in scan_all(&*self.store, NS_RULES).await? {
+            let r: RuleRecord = serde_json::from_slice(&v.value).map_err(internal)?;
+            rules.insert((r.bus.clone(), r.name.clone()), Arc::new(r));
+        }
+        let mut matchers: HashMap<String, Arc<Matcher<Arc<str>>>> = HashMap::new();
+        for name in buses.keys() {
+            matchers.insert(name.clone(), Arc::new(Matcher::new()));
+        }
+        for r in rules.values() {
+            if let (true, Some(p)) = (r.enabled(), &r.pattern)
+                && let Some(m) = matchers.get(&r.bus)
+                && let Err(e) = m.add_pattern(Arc::from(r.name.as_str()), p)
+            {
+                tracing::error!(rule = %r.arn, error = %e, "stored rule pattern does not compile; rule ignored");
+            }
+        }
+        *self.buses.write() = buses;
+        *self.rules.write() = rules;
+        *self.matchers.write() = matchers;
+        Ok(())
+    }
+
+    pub(crate) fn bus_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:events:{}:{}:event-bus/{}",
+            self.cfg.region, self.cfg.account, name
+        )
+    }
+
+    pub(crate) fn rule_arn(&self, bus: &str, name: &str) -> String {
+        if bus == "default" {
+            format!(
+                "arn:aws:events:{}:{}:rule/{}",
+                self.cfg.region, self.cfg.account, name
+            )
+        } else {
+            format!(
+                "arn:aws:events:{}:{}:rule/{}/{}",
+                self.cfg.region, self.cfg.account, bus, name
+            )
+        }
+    }
+
+    /// The bus a name or ARN refers to (`None` = default), if it is one of ours.
+    pub(crate) fn bus_name<'a>(&self, name_or_arn: Option<&'a str>) -> Result<&'a str, AwsError> {
+        let Some(s) = name_or_arn else {
+            return Ok("default");
+        };
+        if let Some(rest) = s.strip_prefix("arn:") {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            if parts.len() == 5
+                && parts[1] == "events"
+                && let Some(name) = parts[4].strip_prefix("event-bus/")
+            {
+                if parts[3] != self.cfg.account || parts[2] != self.cfg.region {
+                    return Err(AwsError::client(
+                        "ResourceNotFoundException",
+                        format!("Event bus {name} does not exist."),
+                    ));
+                }
+                return Ok(name);
+            }
+            return Err(AwsError::validation(format!(
+                "Parameter {s} is not valid. Reason: not an event bus ARN."
+            )));
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn bus(&self, name: &str) -> Result<Arc<BusRecord>, AwsError> {
+        self.buses.read().get(name).cloned().ok_or_else(|| {
+            AwsError::client(
+                "ResourceNotFoundException",
+                format!("Event bus {name} does not exist."),
+            )
+        })
+    }
+
+    pub(crate) fn rule(&self, bus: &str, name: &str) -> Result<Arc<RuleRecord>, AwsError> {
+        self.rules
+            .read()
+            .get(&(bus.to_string(), name.to_string()))
+            .cloned()
+            .ok_or_else(|| {
+                AwsError::client(
+                    "ResourceNotFoundException",
+                    format!("Rule {name} does not exist on EventBus {bus}."),
+                )
+            })
+    }
+
+    /// Authorizes `action` on `resource` (a bus or rule ARN) of `bus`.
+    pub(crate) fn authorize(
+        &self,
+        ctx: &CallContext,
+        action: &str,
+        resource: &str,
+        bus: Option<&BusRecord>,
+    ) -> Result<(), AwsError> {
+        let p = &ctx.principal;
+        let policy_text = bus.and_then(|b| b.policy.as_deref());
+        if p.kind == PrincipalKind::Root && p.account == self.cfg.account && policy_text.is_none() {
+            return Ok(());
+        }
+        let resource_policy = match (bus, policy_text) {
+            (Some(b), Some(t)) => Some(self.compiled_policy(&b.arn, t)?),
+            _ => None,
+        };
+        let identity = self.identity.policies_for(p);
+        let identity_refs: Vec<&Policy> = identity.iter().map(|x| x.as_ref()).collect();
+        let mut context = Context::new();
+        context.set_time(self.clock.now().unix_timestamp());
+        context.set(
+            "aws:SecureTransport",
+            if ctx.secure_transport {
+                "true"
+            } else {
+                "false"
+            },
+        );
+        if let Some(ip) = &ctx.source_ip {
+            context.set("aws:SourceIp", ip.as_str());
+        }
+        if let Some(b) = bus {
+            context.set_resource_tags(b.tags.iter().map(|(a, b)| (a.as_str(), b.as_str())));
+        }
+        let request = Request {
+            principal: sluice_kms::policy_authz::principal_info(p),
+            action,
+            resource,
+            context: &context,
+        };
+        let outcome = evaluate(
+            &request,
+            &Inputs {
+                identity_policies: &identity_refs,
+                resource_policy: resource_policy.as_deref(),
+                resource_account: &self.cfg.account,
+                kind: ResourceKind::Generic,
+            },
+        );
+        if outcome.decision == Decision::Allow
+            || (p.kind == PrincipalKind::Root
+                && p.account == self.cfg.account
+                && outcome.decision != Decision::ExplicitDeny)
+        {
+            return Ok(());
+        }
+        let msg = outcome.denial_message(&request).unwrap_or_else(|| {
+            format!(
+                "User: {} is not authorized to perform: {action} on resource: {resource}",
+                p.arn
+            )
+        });
+        Err(AwsError::access_denied(msg))
+    }
+
+    fn compiled_policy(&self, arn: &str, text: &str) -> Result<Arc<Policy>, AwsError> {
+        if let Some((t, p)) = self.policies.read().get(arn)
+            && t == text
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(Policy::parse_resource_policy(text).map_err(internal)?);
+        let mut c = self.policies.write();
+        if c.len() > 10_000 {
+            c.clear();
+        }
+        c.insert(arn.to_string(), (text.to_string(), p.clone()));
+        Ok(p)
+    }
+
+    /// The deliveries an event on `bus` produces: one per target of every enabled rule whose
+    /// pattern matches. `event_text` must be a JSON object.
+    pub(crate) fn route(
+        &self,
+        bus: &str,
+        event_id: &str,
+        event_text: &str,
+        first_seen_ms: i64,
+        hops: u32,
+    ) -> Result<Vec<DeliveryRecord>, sluice_pattern::EventError> {
+        let matcher = self.matchers.read().get(bus).cloned();
+        let Some(matcher) = matcher else {
+            return Ok(Vec::new());
+        };
+        let names = matcher.matches_for_event(event_text.as_bytes())?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.metrics.matched_events.fetch_add(1, Ordering::Relaxed);
+        let rules = self.rules.read();
+        let mut out = Vec::new();
+        for name in names {
+            let Some(rule) = rules.get(&(bus.to_string(), name.to_string())) else {
+                continue;
+            };
+            if !rule.enabled() || rule.targets.is_empty() {
+                continue;
+            }
+            self.metrics.triggered_rules.fetch_add(1, Ordering::Relaxed);
+            out.extend(self.deliveries_for(rule, event_id, event_text, first_seen_ms, hops));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn deliveries_for(
+        &self,
+        rule: &RuleRecord,
+        event_id: &str,
+        event_text: &str,
+        first_seen_ms: i64,
+        hops: u32,
+    ) -> Vec<DeliveryRecord> {
+        rule.targets
+            .iter()
+            .map(|t| DeliveryRecord {
+                v: 1,
+                id: uuid::Uuid::new_v4().to_string(),
+                event_id: event_id.to_string(),
+                event: event_text.to_string(),
+                bus: rule.bus.clone(),
+                rule: rule.name.clone(),
+                rule_arn: rule.arn.clone(),
+                target: t.clone(),
+                attempt: 0,
+                first_seen_ms,
+                hops,
+                last_error: None,
+            })
+            .collect()
+    }
+
+    /// Adds `deliveries` to `batch`, due now.
+    pub(crate) fn enqueue(
+        &self,
+        mut batch: Batch,
+        deliveries: &[DeliveryRecord],
+    ) -> Result<Batch, AwsError> {
+        let now = self.clock.now_millis();
+        for d in deliveries {
+            let id = uuid::Uuid::parse_str(&d.id).map_err(internal)?;
+            batch = batch.put(
+                NS_DUE,
+                queue_key(now, &id),
+                serde_json::to_vec(d).map_err(internal)?,
+            );
+        }
+        Ok(batch)
+    }
+
+    /// Finds the target kind serving `arn`.
+    pub(crate) fn target_for(&self, arn: &str) -> Option<Arc<dyn Target>> {
+        self.targets
+            .read()
+            .iter()
+            .find(|t| t.handles(self, arn))
+            .cloned()
+    }
+
+    /// Builds an event envelope's JSON text.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn envelope(
+        &self,
+        id: &str,
+        detail_type: &str,
+        source: &str,
+        time_ms: i64,
+        resources: &[String],
+        detail_text: &str,
+    ) -> String {
+        let mut s = String::with_capacity(200 + detail_text.len());
+        s.push_str("{\"version\":\"0\",\"id\":");
+        s.push_str(&Value::String(id.to_string()).to_string());
+        s.push_str(",\"detail-type\":");
+        s.push_str(&Value::String(detail_type.to_string()).to_string());
+        s.push_str(",\"source\":");
+        s.push_str(&Value::String(source.to_string()).to_string());
+        s.push_str(",\"account\":");
+        s.push_str(&Value::String(self.cfg.account.clone()).to_string());
+        s.push_str(",\"time\":");
+        s.push_str(&Value::String(millis_to_iso(time_ms)).to_string());
+        s.push_str(",\"region\":");
+        s.push_str(&Value::String(self.cfg.region.clone()).to_string());
+        s.push_str(",\"resources\":");
+        s.push_str(&serde_json::to_string(resources).unwrap_or_else(|_| "[]".into()));
+        s.push_str(",\"detail\":");
+        s.push_str(detail_text.trim());
+        s.push('}');
+        s
+    }
+
+    /// Replaces the in-memory copy of a rule (after its write committed) and its matcher entry.
+    pub(crate) fn install_rule(&self, rule: Option<RuleRecord>, key: &RuleId) {
+        let matcher = self.matchers.read().get(&key.0).cloned();
+        if let Some(m) = &matcher {
+            m.remove_rule(&Arc::from(key.1.as_str()));
+        }
+        match rule {
+            Some(r) => {
+                if let (true, Some(p), Some(m)) = (r.enabled(), &r.pattern, &matcher)
+                    && let Err(e) = m.add_pattern(Arc::from(r.name.as_str()), p)
+                {
+                    tracing::error!(rule = %r.arn, error = %e, "rule pattern does not compile");
+                }
+                self.rules.write().insert(key.clone(), Arc::new(r));
+            }
+            None => {
+                self.rules.write().remove(key);
+            }
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl sluice_core::JsonService for Events {
+    fn signing_name(&self) -> &'static str {
+        "events"
+    }
+
+    async fn handle(&self, op: &str, ctx: &CallContext, input: Value) -> Result<Value, AwsError> {
+        Events::handle(self, op, ctx, input).await
+    }
+}

@@ -1,0 +1,458 @@
+//! Service tests through the Rust API: ManualClock, a real SQLite store, a recording target.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use parking_lot::Mutex;
+use serde_json::{Value, json};
+use sluice_audit::AuditLog;
+use sluice_core::{CallContext, ManualClock, Principal};
+use sluice_store::Store;
+use sluice_store::sqlite::{SqliteOptions, SqliteStore};
+
+use crate::model::TargetRecord;
+use crate::targets::{Invocation, InvokeError, Target};
+use crate::{Core, Events, EventsConfig};
+
+const ACCT: &str = "123456789012";
+const REGION: &str = "us-east-1";
+const TEST_ARN: &str = "arn:sluice:test:::recorder";
+
+/// Records inputs; fails (retryably) while `fail` > 0, decrementing it.
+#[derive(Debug, Default)]
+struct Recorder {
+    seen: Mutex<Vec<String>>,
+    fail: AtomicU32,
+    calls: AtomicU32,
+}
+
+#[async_trait::async_trait]
+impl Target for Recorder {
+    fn handles(&self, _core: &Core, arn: &str) -> bool {
+        arn.starts_with("arn:sluice:test:")
+    }
+    fn validate(&self, _core: &Core, _t: &TargetRecord) -> Result<(), String> {
+        Ok(())
+    }
+    async fn invoke(
+        &self,
+        _core: &Arc<Core>,
+        inv: &Invocation<'_>,
+    ) -> Result<sluice_store::Batch, InvokeError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+            .is_ok()
+        {
+            return Err(InvokeError::retryable("ERROR_FROM_TARGET", "HTTP 500"));
+        }
+        self.seen.lock().push(inv.input.clone());
+        Ok(sluice_store::Batch::new())
+    }
+}
+
+struct Env {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    clock: ManualClock,
+    ev: Events,
+    rec: Arc<Recorder>,
+}
+
+fn t0() -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(1_704_067_200).unwrap()
+}
+
+async fn open_on(
+    store: Arc<dyn Store>,
+    clock: &ManualClock,
+    cfg: EventsConfig,
+) -> (Events, Arc<Recorder>) {
+    let c: Arc<dyn sluice_core::Clock> = Arc::new(clock.clone());
+    let audit = AuditLog::new(store.clone(), c.clone(), ACCT);
+    let ev = Events::open(
+        store,
+        c,
+        audit,
+        Arc::new(sluice_kms::NoIdentityPolicies),
+        cfg,
+    )
+    .await
+    .unwrap();
+    let rec = Arc::new(Recorder::default());
+    ev.add_target_kind(rec.clone());
+    (ev, rec)
+}
+
+fn cfg() -> EventsConfig {
+    let mut c = EventsConfig::new(ACCT, REGION);
+    c.rng_seed = Some(7);
+    c
+}
+
+async fn env_with(cfg: EventsConfig) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&dir.path().join("db"), SqliteOptions::default()).unwrap());
+    let clock = ManualClock::new(t0());
+    let (ev, rec) = open_on(store.clone(), &clock, cfg).await;
+    Env {
+        _dir: dir,
+        store,
+        clock,
+        ev,
+        rec,
+    }
+}
+
+fn root() -> CallContext {
+    CallContext::direct(Principal::root(ACCT, None), REGION, "req")
+}
+
+async fn call(ev: &Events, op: &str, input: Value) -> Result<Value, sluice_core::AwsError> {
+    ev.handle(op, &root(), input).await
+}
+
+async fn rule_to_recorder(ev: &Events, bus: &str, name: &str, pattern: &str, extra: Value) {
+    call(
+        ev,
+        "PutRule",
+        json!({"Name": name, "EventBusName": bus, "EventPattern": pattern}),
+    )
+    .await
+    .unwrap();
+    let mut t = json!({"Id": "rec", "Arn": TEST_ARN});
+    if let (Value::Object(m), Value::Object(x)) = (&mut t, extra) {
+        m.extend(x);
+    }
+    let out = call(
+        ev,
+        "PutTargets",
+        json!({"Rule": name, "EventBusName": bus, "Targets": [t]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["FailedEntryCount"], 0, "{out}");
+}
+
+async fn put(ev: &Events, bus: &str, detail: Value) -> Value {
+    call(
+        ev,
+        "PutEvents",
+        json!({"Entries": [{"Source": "shop", "DetailType": "Order", "Detail": detail.to_string(), "EventBusName": bus}]}),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn matched_events_reach_the_target_transformed() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(
+        &e.ev,
+        "default",
+        "big",
+        r#"{"detail":{"n":[{"numeric":[">",10]}]}}"#,
+        json!({"InputTransformer": {"InputPathsMap": {"n": "$.detail.n", "t": "$.detail-type"},
+               "InputTemplate": "{\"n\": <n>, \"s\": \"<t> of <n>\", \"r\": <aws.events.rule-name>}"}}),
+    )
+    .await;
+    let r = put(&e.ev, "default", json!({"n": 5})).await;
+    assert_eq!(r["FailedEntryCount"], 0);
+    let r = put(&e.ev, "default", json!({"n": 50})).await;
+    assert!(r["Entries"][0]["EventId"].is_string());
+    assert_eq!(e.ev.metrics().await.queue_depth, 1);
+    assert_eq!(e.ev.dispatcher().run_once().await.unwrap(), 1);
+    let seen = e.rec.seen.lock().clone();
+    assert_eq!(
+        seen,
+        vec![r#"{"n": 50, "s": "Order of 50", "r": "big"}"#.to_string()]
+    );
+    let m = e.ev.metrics().await;
+    assert_eq!(
+        (
+            m.matched_events,
+            m.triggered_rules,
+            m.invocations,
+            m.queue_depth
+        ),
+        (1, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn bus_to_bus_delivery_is_handed_over_in_the_ack_batch() {
+    let e = env_with(cfg()).await;
+    call(&e.ev, "CreateEventBus", json!({"Name": "second"}))
+        .await
+        .unwrap();
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "fwd", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    let bus_arn = format!("arn:aws:events:{REGION}:{ACCT}:event-bus/second");
+    let out = call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "fwd", "Targets": [{"Id": "b", "Arn": bus_arn}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["FailedEntryCount"], 0);
+    rule_to_recorder(
+        &e.ev,
+        "second",
+        "sink",
+        r#"{"detail":{"k":["v"]}}"#,
+        json!({"InputPath": "$.detail"}),
+    )
+    .await;
+    put(&e.ev, "default", json!({"k": "v"})).await;
+    let d = e.ev.dispatcher();
+    assert_eq!(d.run_once().await.unwrap(), 1); // default -> second
+    assert_eq!(d.run_once().await.unwrap(), 1); // second -> recorder
+    assert_eq!(*e.rec.seen.lock(), vec![r#"{"k":"v"}"#.to_string()]);
+    // A deleted target bus is a permanent failure: straight to the dead letters.
+    call(&e.ev, "DeleteEventBus", json!({"Name": "second"}))
+        .await
+        .unwrap();
+    put(&e.ev, "default", json!({"k": "v"})).await;
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    let dl = crate::list_dead_letters(&*e.store, 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].letter.error_code, "NO_RESOURCE");
+    assert_eq!(dl[0].letter.delivery.attempt, 1);
+    assert_eq!(dl[0].letter.exhausted, "");
+}
+
+#[tokio::test]
+async fn retries_back_off_then_dead_letter_then_redrive() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(
+        &e.ev,
+        "default",
+        "r",
+        r#"{"source":["shop"]}"#,
+        json!({"RetryPolicy": {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}}),
+    )
+    .await;
+    e.rec.fail.store(100, Ordering::SeqCst);
+    put(&e.ev, "default", json!({})).await;
+    let d = e.ev.dispatcher();
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    // Not due again until the backoff (0.5 s .. 1 s) has passed.
+    assert_eq!(d.run_once().await.unwrap(), 0);
+    let next = d.next_due().await.unwrap().unwrap();
+    let now = e.clock.now_millis_for_test();
+    assert!((now + 500..=now + 1000).contains(&next), "{}", next - now);
+    e.clock.advance_millis(1000);
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    let next = d.next_due().await.unwrap().unwrap();
+    let now = e.clock.now_millis_for_test();
+    assert!((now + 1000..=now + 2000).contains(&next), "{}", next - now);
+    e.clock.advance_millis(2000);
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 3);
+    let dl = crate::list_dead_letters(&*e.store, 10).await.unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].letter.exhausted, "MaximumRetryAttempts");
+    assert_eq!(dl[0].letter.delivery.attempt, 3);
+    let m = e.ev.metrics().await;
+    assert_eq!(
+        (
+            m.retries,
+            m.dead_lettered,
+            m.failed_invocations,
+            m.queue_depth
+        ),
+        (2, 1, 3, 0)
+    );
+
+    e.rec.fail.store(0, Ordering::SeqCst);
+    let clock: &dyn sluice_core::Clock = &e.clock;
+    assert_eq!(crate::redrive(&*e.store, clock, None).await.unwrap(), 1);
+    assert!(
+        crate::list_dead_letters(&*e.store, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    assert_eq!(e.rec.seen.lock().len(), 1);
+}
+
+#[tokio::test]
+async fn event_age_limit_dead_letters_without_invoking() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(
+        &e.ev,
+        "default",
+        "r",
+        r#"{"source":["shop"]}"#,
+        json!({"RetryPolicy": {"MaximumEventAgeInSeconds": 60}}),
+    )
+    .await;
+    e.rec.fail.store(1, Ordering::SeqCst);
+    put(&e.ev, "default", json!({})).await;
+    let d = e.ev.dispatcher();
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    e.clock.advance_millis(61_000);
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
+    let dl = crate::list_dead_letters(&*e.store, 10).await.unwrap();
+    assert_eq!(dl[0].letter.exhausted, "MaximumEventAgeInSeconds");
+}
+
+#[tokio::test]
+async fn open_breaker_defers_without_spending_attempts() {
+    let mut c = cfg();
+    c.breaker_threshold = 2;
+    c.breaker_cooldown_ms = 10_000;
+    c.retry_base_ms = 10;
+    c.retry_cap_ms = 10;
+    let e = env_with(c).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    for _ in 0..3 {
+        put(&e.ev, "default", json!({})).await;
+    }
+    let d = e.ev.dispatcher();
+    // First pass: all three are leased and fail; the second failure opens the breaker (the
+    // third, already leased, does not extend it).
+    e.rec.fail.store(3, Ordering::SeqCst);
+    assert_eq!(d.run_once().await.unwrap(), 3);
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 3);
+    // Backoff elapsed, but the breaker is open: nothing is invoked, deliveries move to its
+    // reopening time with their attempt counts unchanged.
+    e.clock.advance_millis(100);
+    assert_eq!(d.run_once().await.unwrap(), 0);
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 3);
+    let rows = e
+        .store
+        .scan(
+            crate::model::NS_DUE,
+            sluice_store::KeyRange::all(),
+            10,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for (k, v) in &rows {
+        let r: crate::model::DeliveryRecord = serde_json::from_slice(&v.value).unwrap();
+        assert_eq!(r.attempt, 1);
+        assert!(crate::model::key_due(k) >= e.clock.now_millis_for_test() + 9_000);
+    }
+    e.clock.advance_millis(10_000);
+    assert_eq!(d.run_once().await.unwrap(), 3);
+    assert_eq!(e.rec.seen.lock().len(), 3);
+}
+
+#[tokio::test]
+async fn expired_lease_is_invoked_again_after_a_crash() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    put(&e.ev, "default", json!({"x": 1})).await;
+    // A dispatcher leases the delivery and "crashes" before invoking.
+    let jobs = e.ev.dispatcher().lease_due_for_test().await;
+    assert_eq!(jobs, 1);
+    // A fresh service on the same store (restart): nothing due until the lease runs out.
+    let (ev2, rec2) = open_on(e.store.clone(), &e.clock, cfg()).await;
+    let d2 = ev2.dispatcher();
+    assert_eq!(d2.run_once().await.unwrap(), 0);
+    e.clock.advance_millis(30_001);
+    assert_eq!(d2.run_once().await.unwrap(), 1);
+    assert_eq!(rec2.seen.lock().len(), 1);
+    // Rules survived the restart.
+    assert_eq!(put(&ev2, "default", json!({})).await["FailedEntryCount"], 0);
+    assert_eq!(d2.run_once().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn scheduled_rule_fires_once_per_period() {
+    let e = env_with(cfg()).await;
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "tick", "ScheduleExpression": "rate(1 minute)"}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "tick", "Targets": [{"Id": "t", "Arn": TEST_ARN}]}),
+    )
+    .await
+    .unwrap();
+    let core = e.ev.core.clone();
+    assert_eq!(crate::schedule::tick(&core).await.unwrap(), 0);
+    e.clock.advance_millis(60_000);
+    assert_eq!(crate::schedule::tick(&core).await.unwrap(), 1);
+    assert_eq!(crate::schedule::tick(&core).await.unwrap(), 0);
+    e.clock.advance_millis(3 * 60_000 + 5_000);
+    assert_eq!(crate::schedule::tick(&core).await.unwrap(), 1);
+    let d = e.ev.dispatcher();
+    assert_eq!(d.run_once().await.unwrap(), 2);
+    let seen = e.rec.seen.lock().clone();
+    let ev: Value = serde_json::from_str(&seen[1]).unwrap();
+    assert_eq!(ev["source"], "aws.events");
+    assert_eq!(ev["detail-type"], "Scheduled Event");
+    assert_eq!(ev["time"], "2024-01-01T00:04:00Z");
+    assert_eq!(
+        ev["resources"][0],
+        format!("arn:aws:events:{REGION}:{ACCT}:rule/tick")
+    );
+    // The last firing survives a restart: no extra firing.
+    let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
+    assert_eq!(crate::schedule::tick(&ev2.core).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn aws_sources_need_the_operator_switch() {
+    let e = env_with(cfg()).await;
+    let out = call(
+        &e.ev,
+        "PutEvents",
+        json!({"Entries": [
+            {"Source": "aws.ec2", "DetailType": "x", "Detail": "{}"},
+            {"Source": "mine", "DetailType": "x", "Detail": "{}"},
+            {"Source": "mine", "DetailType": "x", "Detail": "[1]"},
+            {"Source": "mine", "DetailType": "x"}
+        ]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["FailedEntryCount"], 3);
+    assert_eq!(
+        out["Entries"][0]["ErrorCode"],
+        "NotAuthorizedForSourceException"
+    );
+    assert!(out["Entries"][1]["EventId"].is_string());
+    assert_eq!(out["Entries"][2]["ErrorCode"], "MalformedDetail");
+    assert_eq!(out["Entries"][3]["ErrorCode"], "InvalidArgument");
+    let mut c = cfg();
+    c.allow_aws_sources = true;
+    let e2 = env_with(c).await;
+    let out = call(
+        &e2.ev,
+        "PutEvents",
+        json!({"Entries": [{"Source": "aws.ec2", "DetailType": "x", "Detail": "{}"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["FailedEntryCount"], 0);
+}
+
+trait NowForTest {
+    fn now_millis_for_test(&self) -> i64;
+}
+
+impl NowForTest for ManualClock {
+    fn now_millis_for_test(&self) -> i64 {
+        sluice_core::Clock::now_millis(self)
+    }
+}
