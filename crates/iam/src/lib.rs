@@ -23,9 +23,9 @@
 //!   engine with key-policy semantics: the trust policy must name the caller, or name its
 //!   account and an identity policy must allow `sts:AssumeRole`; `sts:ExternalId` is set from
 //!   `ExternalId`. `GetCallerIdentity` needs no permission.
-//! - **Audit.** Every IAM / STS call that names a known operation appends one audit record
-//!   (event sources `iam.amazonaws.com`, `sts.amazonaws.com`), allowed or denied, after the
-//!   state change it describes (a separate batch, unlike KMS).
+//! - **Audit.** Every IAM / STS call that names a served operation appends one audit record
+//!   (event sources `iam.amazonaws.com`, `sts.amazonaws.com`), allowed or denied; a state change
+//!   and its record commit in one store batch ([`Iam`]'s `commit`).
 //! - **Time** comes from the injected [`Clock`]: session expiry is tested with `ManualClock`.
 
 pub mod model;
@@ -36,6 +36,7 @@ mod sts;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use parking_lot::RwLock;
@@ -248,8 +249,19 @@ pub mod errors {
     }
 }
 
+/// One call in progress: who, what, on which resource; whether its audit record was already
+/// committed with its state change.
+pub(crate) struct Call<'a> {
+    pub ctx: &'a CallContext,
+    pub source: &'static str,
+    pub op: &'a str,
+    pub input: &'a Value,
+    pub resource: Option<(String, &'static str)>,
+    pub audited: AtomicBool,
+}
+
 /// The result of one operation: the `Result` element's XML (if any) and the audit record's
-/// response elements (identifiers only).
+/// response elements (identifiers only; for writes, already committed with the change).
 pub(crate) struct Out {
     pub xml: Option<String>,
     pub audit: Value,
@@ -430,17 +442,38 @@ impl Iam {
         Ok(())
     }
 
-    pub(crate) async fn commit(&self, batch: Batch) -> Result<(), AwsError> {
-        self.store.apply(batch).await.map(|_| ()).map_err(store_err)
+    /// Applies a state change together with the call's audit record (one batch), so a change
+    /// that is acknowledged always has its record; `response` are the record's response
+    /// elements.
+    pub(crate) async fn commit(
+        &self,
+        call: &Call<'_>,
+        batch: Batch,
+        response: Value,
+    ) -> Result<(), AwsError> {
+        let rec = self.record(call, Ok(response));
+        let batch = self.audit.append_to(batch, &rec);
+        self.store.apply(batch).await.map_err(store_err)?;
+        call.audited.store(true, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Persists a user record and updates the index.
-    pub(crate) async fn save_user(&self, rec: UserRecord) -> Result<(), AwsError> {
+    pub(crate) async fn save_user(
+        &self,
+        call: &Call<'_>,
+        rec: UserRecord,
+        response: Value,
+    ) -> Result<(), AwsError> {
         let inline = compile_inline(&rec.inline);
         let key = rec.name.to_ascii_lowercase();
         let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
-        self.commit(Batch::new().put(NS_USERS, key.clone(), json))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().put(NS_USERS, key.clone(), json),
+            response,
+        )
+        .await?;
         self.state
             .write()
             .users
@@ -449,13 +482,22 @@ impl Iam {
     }
 
     /// Persists a role record and updates the index.
-    pub(crate) async fn save_role(&self, rec: RoleRecord) -> Result<(), AwsError> {
+    pub(crate) async fn save_role(
+        &self,
+        call: &Call<'_>,
+        rec: RoleRecord,
+        response: Value,
+    ) -> Result<(), AwsError> {
         let inline = compile_inline(&rec.inline);
         let trust = compile_trust(&rec.trust)?;
         let key = rec.name.to_ascii_lowercase();
         let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
-        self.commit(Batch::new().put(NS_ROLES, key.clone(), json))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().put(NS_ROLES, key.clone(), json),
+            response,
+        )
+        .await?;
         self.state
             .write()
             .roles
@@ -537,33 +579,33 @@ impl Iam {
         Err(errors::access_denied(msg))
     }
 
-    async fn audit(
+    /// The audit record of `call` with its outcome.
+    pub(crate) fn record(
         &self,
-        ctx: &CallContext,
-        source: &str,
-        op: &str,
-        input: &Value,
-        resource: Option<(&str, &str)>,
+        call: &Call<'_>,
         outcome: Result<Value, &AwsError>,
-    ) {
+    ) -> sluice_audit::AuditRecord {
+        let op = call.op;
         let read_only =
             op.starts_with("Get") || op.starts_with("List") || op.starts_with("Simulate");
-        let request_parameters = match input {
+        let request_parameters = match call.input {
             Value::Object(m) => {
                 Value::Object(m.iter().map(|(k, v)| (lower_first(k), v.clone())).collect())
             }
             _ => Value::Null,
         };
-        let rec = self.audit.record_for(
-            ctx,
+        self.audit.record_for(
+            call.ctx,
             AuditEvent {
-                event_source: source,
+                event_source: call.source,
                 event_name: op,
                 request_parameters,
-                resources: resource
+                resources: call
+                    .resource
+                    .as_ref()
                     .map(|(arn, kind)| {
                         vec![AuditResource {
-                            arn: arn.to_string(),
+                            arn: arn.clone(),
                             kind: kind.to_string(),
                         }]
                     })
@@ -571,9 +613,17 @@ impl Iam {
                 read_only,
             },
             outcome,
-        );
+        )
+    }
+
+    /// Writes the audit record of a call that did not commit one with a state change.
+    pub(crate) async fn audit(&self, call: &Call<'_>, outcome: Result<Value, &AwsError>) {
+        if call.audited.load(Ordering::Relaxed) {
+            return;
+        }
+        let rec = self.record(call, outcome);
         if let Err(e) = self.audit.write(&rec).await {
-            tracing::error!(code = %e.code, op, "iam audit record not written");
+            tracing::error!(code = %e.code, op = call.op, "iam audit record not written");
         }
     }
 
@@ -593,42 +643,51 @@ impl Iam {
             Ok(x) => x,
             Err(e) => return query::error_body(xmlns, &e, &ctx.request_id),
         };
-        let result = if service == "sts" {
-            self.call_sts(&op, ctx, &input).await
+        let (action, resource) = if service == "sts" {
+            let res = (op == "AssumeRole")
+                .then(|| query::s(&input, "RoleArn").map(|a| (a.to_string(), "AWS::IAM::Role")))
+                .flatten();
+            (None, res)
         } else {
             match self.resource_for(&op, ctx, &input) {
-                Some((action, resource, kind)) => {
-                    let res = Some((resource.clone(), kind));
-                    match self.authorize(ctx, &action, &resource) {
-                        Ok(()) => match self.call_iam(&op, ctx, &input).await {
-                            Ok(o) => Ok((o, res)),
-                            Err(e) => Err((e, res)),
-                        },
-                        Err(e) => Err((e, res)),
-                    }
-                }
-                None => Err((
-                    AwsError::client(
+                Some((action, resource, kind)) => (Some(action), Some((resource, kind))),
+                None => {
+                    let e = AwsError::client(
                         "InvalidAction",
                         format!("Could not find operation {op} for version 2010-05-08"),
-                    ),
-                    None,
-                )),
+                    );
+                    return query::error_body(xmlns, &e, &ctx.request_id);
+                }
             }
         };
+        let call = Call {
+            ctx,
+            source,
+            op: &op,
+            input: &input,
+            resource,
+            audited: AtomicBool::new(false),
+        };
+        let result = match (&action, &call.resource) {
+            (Some(action), Some((res, _))) => self.authorize(ctx, action, res),
+            _ => Ok(()),
+        };
+        let result = match result {
+            Ok(()) if service == "sts" => self.call_sts(&call).await,
+            Ok(()) => self.call_iam(&call).await,
+            Err(e) => Err(e),
+        };
         match result {
-            Ok((out, res)) => {
-                let r = res.as_ref().map(|(a, k)| (a.as_str(), *k));
-                self.audit(ctx, source, &op, &input, r, Ok(out.audit)).await;
+            Ok(out) => {
+                self.audit(&call, Ok(out.audit)).await;
                 query::success(xmlns, &op, out.xml.as_deref(), &ctx.request_id)
             }
-            Err((e, res)) => {
+            Err(e) => {
                 if e.status >= 500 {
                     tracing::warn!(op, code = %e.code, "iam call failed");
                 }
-                let r = res.as_ref().map(|(a, k)| (a.as_str(), *k));
                 if e.code != "InvalidAction" {
-                    self.audit(ctx, source, &op, &input, r, Err(&e)).await;
+                    self.audit(&call, Err(&e)).await;
                 }
                 query::error_body(xmlns, &e, &ctx.request_id)
             }

@@ -14,7 +14,7 @@ use sluice_store::Batch;
 use crate::errors::*;
 use crate::model::*;
 use crate::query::{Xml, s, strings, url_encode};
-use crate::{Iam, KeyEntry, Out, PolicyEntry, compile_identity, compile_trust, rfc3339};
+use crate::{Call, Iam, KeyEntry, Out, PolicyEntry, compile_identity, compile_trust, rfc3339};
 
 /// Access keys per user.
 const KEYS_PER_USER: usize = 2;
@@ -246,51 +246,47 @@ impl Iam {
     }
 
     /// Runs an authorized IAM operation.
-    pub(crate) async fn call_iam(
-        &self,
-        op: &str,
-        ctx: &CallContext,
-        input: &Value,
-    ) -> Result<Out, AwsError> {
-        match op {
-            "CreateUser" => self.create_user(input).await,
+    pub(crate) async fn call_iam(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let (ctx, input) = (call.ctx, call.input);
+        match call.op {
+            "CreateUser" => self.create_user(call).await,
             "GetUser" => self.get_user(ctx, input),
-            "DeleteUser" => self.delete_user(input).await,
+            "DeleteUser" => self.delete_user(call).await,
             "ListUsers" => self.list_users(input),
-            "CreateAccessKey" => self.create_access_key(ctx, input).await,
-            "DeleteAccessKey" => self.delete_access_key(ctx, input).await,
-            "UpdateAccessKey" => self.update_access_key(ctx, input).await,
+            "CreateAccessKey" => self.create_access_key(call).await,
+            "DeleteAccessKey" => self.delete_access_key(call).await,
+            "UpdateAccessKey" => self.update_access_key(call).await,
             "ListAccessKeys" => self.list_access_keys(ctx, input),
-            "CreateRole" => self.create_role(input).await,
+            "CreateRole" => self.create_role(call).await,
             "GetRole" => self.get_role(input),
-            "DeleteRole" => self.delete_role(input).await,
+            "DeleteRole" => self.delete_role(call).await,
             "ListRoles" => self.list_roles(input),
-            "UpdateAssumeRolePolicy" => self.update_trust(input).await,
-            "PutRolePolicy" => self.put_inline(Owner::Role, input).await,
+            "UpdateAssumeRolePolicy" => self.update_trust(call).await,
+            "PutRolePolicy" => self.put_inline(call, Owner::Role).await,
             "GetRolePolicy" => self.get_inline(Owner::Role, input),
-            "DeleteRolePolicy" => self.delete_inline(Owner::Role, input).await,
+            "DeleteRolePolicy" => self.delete_inline(call, Owner::Role).await,
             "ListRolePolicies" => self.list_inline(Owner::Role, input),
-            "PutUserPolicy" => self.put_inline(Owner::User, input).await,
+            "PutUserPolicy" => self.put_inline(call, Owner::User).await,
             "GetUserPolicy" => self.get_inline(Owner::User, input),
-            "DeleteUserPolicy" => self.delete_inline(Owner::User, input).await,
+            "DeleteUserPolicy" => self.delete_inline(call, Owner::User).await,
             "ListUserPolicies" => self.list_inline(Owner::User, input),
-            "CreatePolicy" => self.create_policy(input).await,
+            "CreatePolicy" => self.create_policy(call).await,
             "GetPolicy" => self.get_policy(input),
             "GetPolicyVersion" => self.get_policy_version(input),
-            "DeletePolicy" => self.delete_policy(input).await,
+            "DeletePolicy" => self.delete_policy(call).await,
             "ListPolicies" => self.list_policies(input),
-            "AttachRolePolicy" => self.attach(Owner::Role, input, true).await,
-            "DetachRolePolicy" => self.attach(Owner::Role, input, false).await,
+            "AttachRolePolicy" => self.attach(call, Owner::Role, true).await,
+            "DetachRolePolicy" => self.attach(call, Owner::Role, false).await,
             "ListAttachedRolePolicies" => self.list_attached(Owner::Role, input),
-            "AttachUserPolicy" => self.attach(Owner::User, input, true).await,
-            "DetachUserPolicy" => self.attach(Owner::User, input, false).await,
+            "AttachUserPolicy" => self.attach(call, Owner::User, true).await,
+            "DetachUserPolicy" => self.attach(call, Owner::User, false).await,
             "ListAttachedUserPolicies" => self.list_attached(Owner::User, input),
-            "CreateServiceLinkedRole" => self.create_service_linked_role(input).await,
-            "TagRole" => self.tag_role(input, true).await,
-            "UntagRole" => self.tag_role(input, false).await,
+            "CreateServiceLinkedRole" => self.create_service_linked_role(call).await,
+            "TagRole" => self.tag_role(call, true).await,
+            "UntagRole" => self.tag_role(call, false).await,
             "SimulatePrincipalPolicy" => self.simulate_principal(ctx, input),
             "SimulateCustomPolicy" => self.simulate_custom(ctx, input),
-            _ => Err(AwsError::client(
+            op => Err(AwsError::client(
                 "InvalidAction",
                 format!("Could not find operation {op} for version 2010-05-08"),
             )),
@@ -299,7 +295,8 @@ impl Iam {
 
     // ---- users ----
 
-    async fn create_user(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn create_user(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let name = s(input, "UserName").unwrap_or_default();
         let path = path_of(input);
         let _w = self.writer.lock().await;
@@ -326,13 +323,11 @@ impl Iam {
             inline: BTreeMap::new(),
             attached: Vec::new(),
         };
-        self.save_user(rec.clone()).await?;
+        let audit = json!({"user": {"userName": rec.name, "userId": rec.id, "arn": rec.arn}});
+        self.save_user(call, rec.clone(), audit).await?;
         let mut x = Xml::new();
         x.elem("User", |x| user_xml(x, &rec));
-        Ok(Out {
-            xml: Some(x.into_string()),
-            audit: json!({"user": {"userName": rec.name, "userId": rec.id, "arn": rec.arn}}),
-        })
+        Ok(Out::xml(x))
     }
 
     /// The user an operation addresses: `UserName`, or the calling user.
@@ -369,7 +364,8 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn delete_user(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn delete_user(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let name = s(input, "UserName").unwrap_or_default();
         let key = name.to_ascii_lowercase();
         let _w = self.writer.lock().await;
@@ -396,8 +392,12 @@ impl Iam {
                 ));
             }
         }
-        self.commit(Batch::new().delete(NS_USERS, key.clone()))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().delete(NS_USERS, key.clone()),
+            Value::Null,
+        )
+        .await?;
         self.state.write().users.remove(&key);
         Ok(Out::empty())
     }
@@ -420,7 +420,8 @@ impl Iam {
 
     // ---- access keys ----
 
-    async fn create_access_key(&self, ctx: &CallContext, input: &Value) -> Result<Out, AwsError> {
+    async fn create_access_key(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let (ctx, input) = (call.ctx, call.input);
         let _w = self.writer.lock().await;
         let user = self.target_user(ctx, input)?;
         let count = self
@@ -446,8 +447,13 @@ impl Iam {
             secret_sealed: self.seal(&format!("iam/access-key/{id}"), &secret),
         };
         let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
-        self.commit(Batch::new().put(NS_ACCESS_KEYS, id.clone(), json))
-            .await?;
+        let audit = json!({"accessKey": {"userName": rec.user, "accessKeyId": rec.id, "status": rec.status}});
+        self.commit(
+            call,
+            Batch::new().put(NS_ACCESS_KEYS, id.clone(), json),
+            audit,
+        )
+        .await?;
         let mut x = Xml::new();
         x.elem("AccessKey", |x| {
             x.leaf("UserName", &rec.user)
@@ -456,7 +462,6 @@ impl Iam {
                 .leaf("SecretAccessKey", &secret)
                 .leaf("CreateDate", &rec.created);
         });
-        let audit = json!({"accessKey": {"userName": rec.user, "accessKeyId": rec.id, "status": rec.status}});
         self.state.write().keys.insert(
             id,
             KeyEntry {
@@ -464,13 +469,11 @@ impl Iam {
                 secret: secret.clone(),
             },
         );
-        Ok(Out {
-            xml: Some(x.into_string()),
-            audit,
-        })
+        Ok(Out::xml(x))
     }
 
-    async fn delete_access_key(&self, ctx: &CallContext, input: &Value) -> Result<Out, AwsError> {
+    async fn delete_access_key(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let (ctx, input) = (call.ctx, call.input);
         let _w = self.writer.lock().await;
         let user = self.target_user(ctx, input)?;
         let id = s(input, "AccessKeyId").unwrap_or_default().to_string();
@@ -485,13 +488,18 @@ impl Iam {
                 "The Access Key with id {id} cannot be found."
             )));
         }
-        self.commit(Batch::new().delete(NS_ACCESS_KEYS, id.clone()))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().delete(NS_ACCESS_KEYS, id.clone()),
+            Value::Null,
+        )
+        .await?;
         self.state.write().keys.remove(&id);
         Ok(Out::empty())
     }
 
-    async fn update_access_key(&self, ctx: &CallContext, input: &Value) -> Result<Out, AwsError> {
+    async fn update_access_key(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let (ctx, input) = (call.ctx, call.input);
         let _w = self.writer.lock().await;
         let user = self.target_user(ctx, input)?;
         let id = s(input, "AccessKeyId").unwrap_or_default().to_string();
@@ -513,8 +521,12 @@ impl Iam {
             })?;
         rec.status = status.to_string();
         let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
-        self.commit(Batch::new().put(NS_ACCESS_KEYS, id.clone(), json))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().put(NS_ACCESS_KEYS, id.clone(), json),
+            Value::Null,
+        )
+        .await?;
         if let Some(k) = self.state.write().keys.get_mut(&id) {
             k.rec = rec;
         }
@@ -563,7 +575,12 @@ impl Iam {
             .ok_or_else(|| no_user(name))
     }
 
-    async fn insert_role(&self, rec: RoleRecord, taken: AwsError) -> Result<Out, AwsError> {
+    async fn insert_role(
+        &self,
+        call: &Call<'_>,
+        rec: RoleRecord,
+        taken: AwsError,
+    ) -> Result<Out, AwsError> {
         if self
             .state
             .read()
@@ -572,16 +589,15 @@ impl Iam {
         {
             return Err(taken);
         }
-        self.save_role(rec.clone()).await?;
+        let audit = json!({"role": {"roleName": rec.name, "roleId": rec.id, "arn": rec.arn}});
+        self.save_role(call, rec.clone(), audit).await?;
         let mut x = Xml::new();
         x.elem("Role", |x| role_xml(x, &rec));
-        Ok(Out {
-            xml: Some(x.into_string()),
-            audit: json!({"role": {"roleName": rec.name, "roleId": rec.id, "arn": rec.arn}}),
-        })
+        Ok(Out::xml(x))
     }
 
-    async fn create_role(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn create_role(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let name = s(input, "RoleName").unwrap_or_default();
         let trust = s(input, "AssumeRolePolicyDocument").unwrap_or_default();
         compile_trust(trust)?;
@@ -608,13 +624,15 @@ impl Iam {
             attached: Vec::new(),
         };
         self.insert_role(
+            call,
             rec,
             already_exists(format!("Role with name {name} already exists.")),
         )
         .await
     }
 
-    async fn create_service_linked_role(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn create_service_linked_role(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let service = s(input, "AWSServiceName").unwrap_or_default();
         if !service.ends_with(".amazonaws.com") {
             return Err(invalid_input(format!(
@@ -643,6 +661,7 @@ impl Iam {
             attached: Vec::new(),
         };
         self.insert_role(
+            call,
             rec,
             invalid_input(format!(
                 "Service role name {name} has been taken in this account, please try a different suffix."
@@ -661,7 +680,8 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn delete_role(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn delete_role(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let name = s(input, "RoleName").unwrap_or_default();
         let _w = self.writer.lock().await;
         let r = self.role_record(name)?;
@@ -676,8 +696,12 @@ impl Iam {
             ));
         }
         let key = name.to_ascii_lowercase();
-        self.commit(Batch::new().delete(NS_ROLES, key.clone()))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().delete(NS_ROLES, key.clone()),
+            Value::Null,
+        )
+        .await?;
         self.state.write().roles.remove(&key);
         Ok(Out::empty())
     }
@@ -698,17 +722,19 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn update_trust(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn update_trust(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let doc = s(input, "PolicyDocument").unwrap_or_default();
         compile_trust(doc)?;
         let _w = self.writer.lock().await;
         let mut r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
         r.trust = doc.to_string();
-        self.save_role(r).await?;
+        self.save_role(call, r, Value::Null).await?;
         Ok(Out::empty())
     }
 
-    async fn tag_role(&self, input: &Value, add: bool) -> Result<Out, AwsError> {
+    async fn tag_role(&self, call: &Call<'_>, add: bool) -> Result<Out, AwsError> {
+        let input = call.input;
         let _w = self.writer.lock().await;
         let mut r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
         if add {
@@ -717,13 +743,14 @@ impl Iam {
             let keys = strings(input, "TagKeys");
             r.tags.retain(|t| !keys.contains(&t.key));
         }
-        self.save_role(r).await?;
+        self.save_role(call, r, Value::Null).await?;
         Ok(Out::empty())
     }
 
     // ---- inline policies ----
 
-    async fn put_inline(&self, owner: Owner, input: &Value) -> Result<Out, AwsError> {
+    async fn put_inline(&self, call: &Call<'_>, owner: Owner) -> Result<Out, AwsError> {
+        let input = call.input;
         let pname = s(input, "PolicyName").unwrap_or_default().to_string();
         let doc = s(input, "PolicyDocument").unwrap_or_default().to_string();
         compile_identity(&doc)?;
@@ -732,12 +759,12 @@ impl Iam {
             Owner::User => {
                 let mut u = self.user_record(s(input, "UserName").unwrap_or_default())?;
                 u.inline.insert(pname, doc);
-                self.save_user(u).await?;
+                self.save_user(call, u, Value::Null).await?;
             }
             Owner::Role => {
                 let mut r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
                 r.inline.insert(pname, doc);
-                self.save_role(r).await?;
+                self.save_role(call, r, Value::Null).await?;
             }
         }
         Ok(Out::empty())
@@ -787,7 +814,8 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn delete_inline(&self, owner: Owner, input: &Value) -> Result<Out, AwsError> {
+    async fn delete_inline(&self, call: &Call<'_>, owner: Owner) -> Result<Out, AwsError> {
+        let input = call.input;
         let pname = s(input, "PolicyName").unwrap_or_default();
         let _w = self.writer.lock().await;
         match owner {
@@ -796,14 +824,14 @@ impl Iam {
                 u.inline
                     .remove(pname)
                     .ok_or_else(|| Self::no_inline(owner, pname))?;
-                self.save_user(u).await?;
+                self.save_user(call, u, Value::Null).await?;
             }
             Owner::Role => {
                 let mut r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
                 r.inline
                     .remove(pname)
                     .ok_or_else(|| Self::no_inline(owner, pname))?;
-                self.save_role(r).await?;
+                self.save_role(call, r, Value::Null).await?;
             }
         }
         Ok(Out::empty())
@@ -835,7 +863,8 @@ impl Iam {
                 .count()
     }
 
-    async fn create_policy(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn create_policy(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let name = s(input, "PolicyName").unwrap_or_default();
         let doc = s(input, "PolicyDocument").unwrap_or_default();
         let compiled = compile_identity(doc)?;
@@ -861,19 +890,20 @@ impl Iam {
             tags,
         };
         let json = serde_json::to_vec(&rec).map_err(|_| AwsError::internal())?;
-        self.commit(Batch::new().put(NS_POLICIES, key.clone(), json))
-            .await?;
+        let audit = json!({"policy": {"policyName": rec.name, "policyId": rec.id, "arn": rec.arn}});
+        self.commit(
+            call,
+            Batch::new().put(NS_POLICIES, key.clone(), json),
+            audit,
+        )
+        .await?;
         let mut x = Xml::new();
         x.elem("Policy", |x| policy_xml(x, &rec, 0));
-        let audit = json!({"policy": {"policyName": rec.name, "policyId": rec.id, "arn": rec.arn}});
         self.state
             .write()
             .policies
             .insert(key, PolicyEntry { rec, compiled });
-        Ok(Out {
-            xml: Some(x.into_string()),
-            audit,
-        })
+        Ok(Out::xml(x))
     }
 
     fn policy_record(&self, arn: &str) -> Result<PolicyRecord, AwsError> {
@@ -911,7 +941,8 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn delete_policy(&self, input: &Value) -> Result<Out, AwsError> {
+    async fn delete_policy(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let input = call.input;
         let arn = s(input, "PolicyArn").unwrap_or_default();
         let _w = self.writer.lock().await;
         let p = self.policy_record(arn)?;
@@ -921,8 +952,12 @@ impl Iam {
             ));
         }
         let key = p.name.to_ascii_lowercase();
-        self.commit(Batch::new().delete(NS_POLICIES, key.clone()))
-            .await?;
+        self.commit(
+            call,
+            Batch::new().delete(NS_POLICIES, key.clone()),
+            Value::Null,
+        )
+        .await?;
         self.state.write().policies.remove(&key);
         Ok(Out::empty())
     }
@@ -959,7 +994,8 @@ impl Iam {
         Ok(Out::xml(x))
     }
 
-    async fn attach(&self, owner: Owner, input: &Value, attach: bool) -> Result<Out, AwsError> {
+    async fn attach(&self, call: &Call<'_>, owner: Owner, attach: bool) -> Result<Out, AwsError> {
+        let input = call.input;
         let arn = s(input, "PolicyArn").unwrap_or_default().to_string();
         let _w = self.writer.lock().await;
         let exists = self.state.read().policy_by_arn(&arn).is_some();
@@ -997,12 +1033,12 @@ impl Iam {
             Owner::User => {
                 let mut u = self.user_record(s(input, "UserName").unwrap_or_default())?;
                 u.attached = list;
-                self.save_user(u).await?;
+                self.save_user(call, u, Value::Null).await?;
             }
             Owner::Role => {
                 let mut r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
                 r.attached = list;
-                self.save_role(r).await?;
+                self.save_role(call, r, Value::Null).await?;
             }
         }
         Ok(Out::empty())

@@ -16,7 +16,7 @@ use sluice_store::Batch;
 use crate::errors::*;
 use crate::model::*;
 use crate::query::{Xml, s};
-use crate::{Iam, Out, SessionEntry, rfc3339};
+use crate::{Call, Iam, Out, SessionEntry, rfc3339};
 
 /// Default session duration (seconds).
 const DEFAULT_DURATION: u64 = 3600;
@@ -34,36 +34,20 @@ pub(crate) fn session_principal(rec: &SessionRecord, access_key_id: Option<&str>
 }
 
 impl Iam {
-    pub(crate) async fn call_sts(
-        &self,
-        op: &str,
-        ctx: &CallContext,
-        input: &Value,
-    ) -> Result<(Out, Option<(String, &'static str)>), (AwsError, Option<(String, &'static str)>)>
-    {
-        match op {
+    pub(crate) async fn call_sts(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        match call.op {
             "GetCallerIdentity" => {
-                let p = &ctx.principal;
+                let p = &call.ctx.principal;
                 let mut x = Xml::new();
                 x.leaf("UserId", &p.user_id)
                     .leaf("Account", &p.account)
                     .leaf("Arn", &p.arn);
-                Ok((Out::xml(x), None))
+                Ok(Out::xml(x))
             }
-            "AssumeRole" => {
-                let role_arn = s(input, "RoleArn").unwrap_or_default().to_string();
-                let res = Some((role_arn.clone(), "AWS::IAM::Role"));
-                match self.assume_role(ctx, input).await {
-                    Ok(out) => Ok((out, res)),
-                    Err(e) => Err((e, res)),
-                }
-            }
-            _ => Err((
-                AwsError::client(
-                    "InvalidAction",
-                    format!("Could not find operation {op} for version 2011-06-15"),
-                ),
-                None,
+            "AssumeRole" => self.assume_role(call).await,
+            op => Err(AwsError::client(
+                "InvalidAction",
+                format!("Could not find operation {op} for version 2011-06-15"),
             )),
         }
     }
@@ -123,7 +107,8 @@ impl Iam {
         Ok((role_id, max_session))
     }
 
-    async fn assume_role(&self, ctx: &CallContext, input: &Value) -> Result<Out, AwsError> {
+    async fn assume_role(&self, call: &Call<'_>) -> Result<Out, AwsError> {
+        let (ctx, input) = (call.ctx, call.input);
         let role_arn = s(input, "RoleArn").unwrap_or_default();
         let session_name = s(input, "RoleSessionName").unwrap_or_default();
         if input.get("Policy").is_some() || input.get("PolicyArns").is_some() {
@@ -173,9 +158,13 @@ impl Iam {
         for e in &expired {
             batch = batch.delete(NS_SESSIONS, e.clone());
         }
-        self.commit(batch).await?;
         let principal = session_principal(&rec, Some(&id));
         let expiration = rfc3339(expires);
+        let audit = json!({
+            "credentials": {"accessKeyId": id, "expiration": expiration},
+            "assumedRoleUser": {"assumedRoleId": principal.user_id, "arn": principal.arn},
+        });
+        self.commit(call, batch, audit.clone()).await?;
         let mut x = Xml::new();
         x.elem("Credentials", |x| {
             x.leaf("AccessKeyId", &id)
@@ -197,10 +186,7 @@ impl Iam {
         }
         Ok(Out {
             xml: Some(x.into_string()),
-            audit: json!({
-                "credentials": {"accessKeyId": id, "expiration": expiration},
-                "assumedRoleUser": {"assumedRoleId": principal.user_id, "arn": principal.arn},
-            }),
+            audit,
         })
     }
 
@@ -234,15 +220,15 @@ impl Iam {
             Ok(p) => Ok(json!({"assumedRoleUser": {"assumedRoleId": p.user_id, "arn": p.arn}})),
             Err(e) => Err(e),
         };
-        self.audit(
-            &ctx,
-            crate::STS_EVENT_SOURCE,
-            "AssumeRole",
-            &input,
-            Some((role_arn, "AWS::IAM::Role")),
-            outcome,
-        )
-        .await;
+        let call = Call {
+            ctx: &ctx,
+            source: crate::STS_EVENT_SOURCE,
+            op: "AssumeRole",
+            input: &input,
+            resource: Some((role_arn.to_string(), "AWS::IAM::Role")),
+            audited: std::sync::atomic::AtomicBool::new(false),
+        };
+        self.audit(&call, outcome).await;
         result
     }
 }

@@ -366,6 +366,26 @@ async fn services_assume_roles_through_the_trust_policy() {
         })
         .collect();
     assert!(sources.contains(&"iam.amazonaws.com/CreateRole".to_string()));
+    // A write's record (committed with the change) carries its response elements.
+    let created: serde_json::Value = records
+        .iter()
+        .map(|(_, v)| serde_json::from_slice::<serde_json::Value>(&v.value).unwrap())
+        .find(|r| r["eventName"] == "CreateRole")
+        .unwrap();
+    assert!(
+        created["responseElements"]["role"]["roleId"]
+            .as_str()
+            .unwrap()
+            .starts_with("AROA")
+    );
+    assert_eq!(created["resources"][0]["ARN"], arn);
+    assert_eq!(
+        sources
+            .iter()
+            .filter(|s| *s == "iam.amazonaws.com/CreateRole")
+            .count(),
+        1
+    );
     assert!(sources.contains(&"sts.amazonaws.com/AssumeRole".to_string()));
     assert_eq!(
         sources
