@@ -549,10 +549,8 @@ async fn resource_policies() {
         .send()
         .await
         .unwrap();
-    assert_eq!(v.policy_validation_passed(), false);
-    let deny = format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"NoReads","Effect":"Deny","Principal":{{"AWS":"*"}},"Action":"secretsmanager:GetSecretValue","Resource":"*"}}]}}"#
-    );
+    assert!(!v.policy_validation_passed());
+    let deny = r#"{"Version":"2012-10-17","Statement":[{"Sid":"NoReads","Effect":"Deny","Principal":{"AWS":"*"},"Action":"secretsmanager:GetSecretValue","Resource":"*"}]}"#.to_string();
     let v = sm
         .validate_resource_policy()
         .resource_policy(&deny)
@@ -729,7 +727,7 @@ async fn kms_envelope_policies_disabled_keys_and_audit() {
         .send()
         .await
         .unwrap();
-    assert_eq!(versions.versions()[0].kms_key_ids(), [key2_arn.clone()]);
+    assert_eq!(versions.versions()[0].kms_key_ids(), [key2_arn.as_str()]);
 
     // The trail: KMS calls on the caller's behalf, invoked by Secrets Manager, bound to
     // {SecretARN, SecretVersionId}; the validation call uses RequestToValidateKeyAccess.
