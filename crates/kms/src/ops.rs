@@ -387,9 +387,10 @@ fn is_uuid(s: &str) -> bool {
 async fn resolve(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>, AwsError> {
     let id = match parse_key_ref(k, raw)? {
         KeyRef::Id(id) => id,
-        KeyRef::Alias(alias) => k.alias_target(&alias).await?.ok_or_else(|| {
-            not_found(format!("Alias {} is not found.", k.alias_arn(&alias)))
-        })?,
+        KeyRef::Alias(alias) => k
+            .alias_target(&alias)
+            .await?
+            .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(&alias))))?,
     };
     let key = k
         .load_key(&id)
