@@ -125,6 +125,33 @@ impl EventsConfig {
             max_hops: 5,
         }
     }
+
+    /// Applies the operator's environment overrides: `SLUICE_EVENTS_LEASE_MS`,
+    /// `SLUICE_EVENTS_MAX_ENTRY_BYTES`, `SLUICE_EVENTS_RETRY_BASE_MS`,
+    /// `SLUICE_EVENTS_PER_TARGET_CONCURRENCY` (unparsable values are ignored with a warning).
+    pub fn with_env(mut self) -> Self {
+        fn get<T: std::str::FromStr>(name: &str) -> Option<T> {
+            let v = std::env::var(name).ok()?;
+            let parsed = v.parse().ok();
+            if parsed.is_none() {
+                tracing::warn!(variable = name, value = %v, "ignoring an unparsable setting");
+            }
+            parsed
+        }
+        if let Some(v) = get::<i64>("SLUICE_EVENTS_LEASE_MS").filter(|v| *v > 0) {
+            self.lease_ms = v;
+        }
+        if let Some(v) = get::<usize>("SLUICE_EVENTS_MAX_ENTRY_BYTES").filter(|v| *v > 0) {
+            self.max_entry_bytes = v;
+        }
+        if let Some(v) = get::<i64>("SLUICE_EVENTS_RETRY_BASE_MS").filter(|v| *v > 0) {
+            self.retry_base_ms = v;
+        }
+        if let Some(v) = get::<usize>("SLUICE_EVENTS_PER_TARGET_CONCURRENCY").filter(|v| *v > 0) {
+            self.per_target_concurrency = v;
+        }
+        self
+    }
 }
 
 /// Counters; see [`Events::metrics`].
@@ -300,6 +327,18 @@ impl Events {
     /// Stop them with [`WorkerHandle::stop`] before closing the store.
     pub fn start_workers(&self) -> WorkerHandle {
         dispatch::start(self.core.clone())
+    }
+
+    /// [`list_dead_letters`] on this service's store.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetterEntry>, AwsError> {
+        list_dead_letters(&*self.core.store, limit).await
+    }
+
+    /// [`redrive`] on this service's store; wakes the dispatcher.
+    pub async fn redrive(&self, ids: Option<&[String]>) -> Result<usize, AwsError> {
+        let n = redrive(&*self.core.store, &*self.core.clock, ids).await?;
+        self.core.wake.notify_one();
+        Ok(n)
     }
 
     /// The account served.

@@ -61,9 +61,15 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     root_pair: AccessKeyPair,
+    events: Option<sluice_events::Events>,
 }
 
 impl RunningServer {
+    /// The EventBridge service (metrics, dead letters, redrive).
+    pub fn events(&self) -> Option<&sluice_events::Events> {
+        self.events.as_ref()
+    }
+
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -167,6 +173,8 @@ pub async fn start_with(
         .fallback(handle)
         .with_state(state.clone());
     let (tx, rx) = oneshot::channel::<()>();
+    let events = state.services.events.clone();
+    let events_workers = events.as_ref().map(|e| e.start_workers());
     let maintenance = tokio::spawn(maintenance_loop(
         kms.clone(),
         state.services.secrets.clone(),
@@ -186,6 +194,9 @@ pub async fn start_with(
         .with_graceful_shutdown(shutdown)
         .await;
         maintenance.abort();
+        if let Some(w) = events_workers {
+            w.stop().await;
+        }
         let closed = store.close().await;
         drop(lock);
         tracing::info!(
@@ -202,6 +213,7 @@ pub async fn start_with(
         shutdown: Some(tx),
         task,
         root_pair,
+        events,
     })
 }
 

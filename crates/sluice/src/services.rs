@@ -46,6 +46,8 @@ pub struct Services {
     pub secrets: Option<Arc<sluice_secrets::Secrets>>,
     /// IAM and STS (identity policies, credentials, `assume_role_for_service`).
     pub iam: Option<Arc<sluice_iam::Iam>>,
+    /// EventBridge (the server starts its delivery workers; `sluice dlq` and metrics use it).
+    pub events: Option<sluice_events::Events>,
 }
 
 impl Services {
@@ -101,6 +103,22 @@ impl Services {
         ));
         s.add_json(secrets.clone());
         s.secrets = Some(secrets);
+
+        // `allow_aws_sources` stays off until `sluice serve --allow-aws-sources` sets it.
+        let events_cfg =
+            sluice_events::EventsConfig::new(&d.cfg.account_id, &d.cfg.region).with_env();
+        let events = sluice_events::Events::open_blocking(
+            d.store.clone(),
+            d.clock.clone(),
+            d.audit.clone(),
+            s.iam
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("EventBridge needs IAM"))?,
+            events_cfg,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot load EventBridge: {}", e.code))?;
+        s.add_json(Arc::new(events.clone()));
+        s.events = Some(events);
 
         s.add_json(Arc::new(sluice_audit::lookup::CloudTrail::new(
             d.audit.clone(),

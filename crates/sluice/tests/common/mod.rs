@@ -64,6 +64,10 @@ impl TestServer {
         aws_sdk_kms::Client::new(&self.sdk_config().await)
     }
 
+    pub async fn events(&self) -> aws_sdk_eventbridge::Client {
+        aws_sdk_eventbridge::Client::new(&self.sdk_config().await)
+    }
+
     pub async fn cloudtrail(&self) -> aws_sdk_cloudtrail::Client {
         aws_sdk_cloudtrail::Client::new(&self.sdk_config().await)
     }
