@@ -24,7 +24,7 @@
 //! Backoff after the n-th failed invocation: `min(retry_cap_ms, retry_base_ms * 2^(n-1))`,
 //! then a uniformly random value in its upper half (jitter from the injected RNG).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -53,7 +53,9 @@ struct Breaker {
 
 #[derive(Debug, Default)]
 struct State {
-    held: Mutex<HashSet<String>>,
+    /// Deliveries leased by this dispatcher and not yet completed: id -> current lease key
+    /// and version (an extension moves the lease).
+    held: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     sems: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -67,7 +69,7 @@ pub struct Dispatcher {
 }
 
 /// A leased delivery.
-struct Job {
+pub(crate) struct Job {
     lease_key: Vec<u8>,
     version: u64,
     rec: DeliveryRecord,
@@ -77,7 +79,7 @@ struct Job {
 
 enum Plan {
     Lease(Box<Job>),
-    Extend,
+    Extend(String, Vec<u8>),
     Defer,
 }
 
@@ -150,7 +152,7 @@ impl Dispatcher {
         }
     }
 
-    async fn lease_due(&self) -> Result<Vec<Job>, AwsError> {
+    pub(crate) async fn lease_due(&self) -> Result<Vec<Job>, AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
         let end = queue_key(now + 1, &uuid::Uuid::nil());
@@ -188,8 +190,9 @@ impl Dispatcher {
                 .as_ref()
                 .map(|t| t.breaker_key(&rec.target.arn))
                 .unwrap_or_else(|| rec.target.arn.clone());
-            let (plan, due_at) = if self.state.held.lock().contains(&rec.id) {
-                (Plan::Extend, now + core.cfg.lease_ms)
+            let (plan, due_at) = if self.state.held.lock().contains_key(&rec.id) {
+                let until = now + core.cfg.lease_ms;
+                (Plan::Extend(rec.id.clone(), queue_key(until, &id)), until)
             } else if let Some(until) = self.breaker_open_until(&bkey, now) {
                 (Plan::Defer, until)
             } else {
@@ -226,36 +229,38 @@ impl Dispatcher {
             plans.push((plan, ops));
         }
         let mut jobs = Vec::new();
+        let mut done = |plan: Plan, seq: u64| match plan {
+            Plan::Lease(mut j) => {
+                j.version = seq;
+                self.state
+                    .held
+                    .lock()
+                    .insert(j.rec.id.clone(), (j.lease_key.clone(), seq));
+                jobs.push(*j);
+            }
+            Plan::Extend(id, key) => {
+                if let Some(h) = self.state.held.lock().get_mut(&id) {
+                    *h = (key, seq);
+                }
+            }
+            Plan::Defer => {}
+        };
         match core.store.apply(batch).await {
             Ok(seq) => {
                 for (plan, _) in plans {
-                    if let Plan::Lease(mut j) = plan {
-                        j.version = seq;
-                        jobs.push(*j);
-                    }
+                    done(plan, seq);
                 }
             }
             Err(StoreError::Conflict) => {
                 for (plan, ops) in plans {
                     match core.store.apply(Batch { ops }).await {
-                        Ok(seq) => {
-                            if let Plan::Lease(mut j) = plan {
-                                j.version = seq;
-                                jobs.push(*j);
-                            }
-                        }
+                        Ok(seq) => done(plan, seq),
                         Err(StoreError::Conflict) => {}
                         Err(e) => return Err(internal(e)),
                     }
                 }
             }
             Err(e) => return Err(internal(e)),
-        }
-        {
-            let mut held = self.state.held.lock();
-            for j in &jobs {
-                held.insert(j.rec.id.clone());
-            }
         }
         Ok(jobs)
     }
@@ -272,7 +277,7 @@ impl Dispatcher {
         self.core.rng.lock().random_range(lo..=d)
     }
 
-    async fn run_job(&self, job: Job) {
+    pub(crate) async fn run_job(&self, job: Job) {
         let core = &self.core;
         let now = core.clock.now_millis();
         let rec = &job.rec;
@@ -353,9 +358,7 @@ impl Dispatcher {
     ) -> Result<(), AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
-        let mut batch = Batch::new()
-            .expect(NS_DUE, job.lease_key.clone(), Some(job.version))
-            .delete(NS_DUE, job.lease_key.clone());
+        let mut batch = Batch::new();
         let id = uuid::Uuid::parse_str(&job.rec.id).map_err(internal)?;
         let mut counter = None;
         match outcome {
@@ -389,17 +392,34 @@ impl Dispatcher {
                 counter = Some(&core.metrics.dead_lettered);
             }
         }
-        match core.store.apply(batch).await {
-            Ok(_) => {
-                if let Some(c) = counter {
-                    c.fetch_add(1, Ordering::Relaxed);
+        // The lease may have been extended while the invocation ran: commit against the
+        // current lease, re-reading it if an extension raced with this commit.
+        for _ in 0..3 {
+            let (key, version) = self
+                .state
+                .held
+                .lock()
+                .get(&job.rec.id)
+                .cloned()
+                .unwrap_or((job.lease_key.clone(), job.version));
+            let mut b = Batch::new()
+                .expect(NS_DUE, key.clone(), Some(version))
+                .delete(NS_DUE, key);
+            b.ops.extend(batch.ops.iter().cloned());
+            match core.store.apply(b).await {
+                Ok(_) => {
+                    if let Some(c) = counter {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    core.wake.notify_one();
+                    return Ok(());
                 }
-                core.wake.notify_one();
-                Ok(())
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(internal(e)),
             }
-            Err(StoreError::Conflict) => Ok(()),
-            Err(e) => Err(internal(e)),
         }
+        // Lost the lease (taken by another dispatcher): its outcome wins.
+        Ok(())
     }
 
     fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {

@@ -372,6 +372,25 @@ async fn expired_lease_is_invoked_again_after_a_crash() {
 }
 
 #[tokio::test]
+async fn a_job_outliving_its_lease_is_extended_not_run_twice() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    put(&e.ev, "default", json!({})).await;
+    let d = e.ev.dispatcher();
+    let mut jobs = d.lease_due().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    // The job waits (a slow target) past its lease: the next scan only extends the lease.
+    e.clock.advance_millis(30_001);
+    assert!(d.lease_due().await.unwrap().is_empty());
+    d.run_job(jobs.pop().unwrap()).await;
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(e.ev.metrics().await.queue_depth, 0);
+    e.clock.advance_millis(60_000);
+    assert_eq!(d.run_once().await.unwrap(), 0);
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
 async fn scheduled_rule_fires_once_per_period() {
     let e = env_with(cfg()).await;
     call(
