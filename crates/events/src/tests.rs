@@ -390,6 +390,95 @@ async fn a_job_outliving_its_lease_is_extended_not_run_twice() {
     assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
 }
 
+/// A target whose invocations wait for a permit.
+#[derive(Debug)]
+struct Gate {
+    entered: AtomicU32,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Target for Gate {
+    fn handles(&self, _core: &Core, arn: &str) -> bool {
+        arn.starts_with("arn:sluice:slow:")
+    }
+    fn validate(&self, _core: &Core, _t: &TargetRecord) -> Result<(), String> {
+        Ok(())
+    }
+    async fn invoke(
+        &self,
+        _core: &Arc<Core>,
+        _inv: &Invocation<'_>,
+    ) -> Result<sluice_store::Batch, InvokeError> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        self.release.acquire().await.unwrap().forget();
+        Ok(sluice_store::Batch::new())
+    }
+}
+
+async fn until(mut f: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_keep_a_slow_target_from_delaying_others_and_stop_gracefully() {
+    let mut c = cfg();
+    c.per_target_concurrency = 1;
+    c.poll_ms = 20;
+    let e = env_with(c).await;
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    e.ev.add_target_kind(gate.clone());
+    rule_to_recorder(
+        &e.ev,
+        "default",
+        "fast",
+        r#"{"source":["shop"]}"#,
+        json!({}),
+    )
+    .await;
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "slow", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "slow", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+    let workers = e.ev.start_workers();
+    for _ in 0..3 {
+        put(&e.ev, "default", json!({})).await;
+    }
+    // The fast target gets all three while the slow one holds its single slot.
+    until(|| e.rec.seen.lock().len() == 3).await;
+    assert_eq!(gate.entered.load(Ordering::SeqCst), 1);
+    gate.release.add_permits(3);
+    until(|| gate.entered.load(Ordering::SeqCst) == 3).await;
+    for _ in 0..500 {
+        if e.ev.metrics().await.queue_depth == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(e.ev.metrics().await.queue_depth, 0);
+    workers.stop().await;
+    assert_eq!(e.ev.metrics().await.invocations, 6);
+}
+
 #[tokio::test]
 async fn scheduled_rule_fires_once_per_period() {
     let e = env_with(cfg()).await;
