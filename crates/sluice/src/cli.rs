@@ -31,6 +31,33 @@ pub enum Command {
     /// Evaluate and explain IAM / key policy decisions (no server needed).
     #[command(subcommand)]
     Policy(crate::tools::PolicyCommand),
+    /// EventBridge dead letters: deliveries that exhausted their retries.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+/// `sluice dlq ...`.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered deliveries (one JSON document a line).
+    List {
+        #[command(flatten)]
+        /// Data directory.
+        dir: DataDirArgs,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue dead-lettered deliveries again (all, or the given ids); a running server delivers
+    /// them on its next poll.
+    Redrive {
+        #[command(flatten)]
+        /// Data directory.
+        dir: DataDirArgs,
+        /// Only these dead-letter ids.
+        #[arg(long = "id")]
+        ids: Vec<String>,
+    },
 }
 
 /// Where the data directory is.
@@ -65,6 +92,13 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "SLUICE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Let the root principal put events whose source begins with `aws.` (to inject AWS
+    /// service events such as EC2 state changes). Off by default.
+    #[arg(long, env = "SLUICE_ALLOW_AWS_SOURCES")]
+    pub allow_aws_sources: bool,
+    /// Do not serve `/_sluice/metrics`.
+    #[arg(long, env = "SLUICE_NO_METRICS")]
+    pub no_metrics: bool,
 }
 
 /// Flags of `sluice audit`.
@@ -122,6 +156,8 @@ pub fn serve_config(a: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(m) = a.max_body_bytes.or(file.max_body_bytes) {
         cfg.max_body_bytes = m;
     }
+    cfg.allow_aws_sources = a.allow_aws_sources || file.allow_aws_sources.unwrap_or(false);
+    cfg.metrics = !a.no_metrics && file.metrics.unwrap_or(true);
     if let Some(s) = &file.sqlite_sync {
         cfg.sqlite_full_sync = match s.as_str() {
             "full" => true,
@@ -235,6 +271,73 @@ pub fn parse_time(text: &str, now_ms: i64) -> anyhow::Result<i64> {
         _ => anyhow::bail!("{text:?}: an age ends in s, m, h or d"),
     };
     Ok(now_ms - n * ms)
+}
+
+/// `sluice dlq list|redrive`: opens the data directory's store (also while a server runs; SQLite
+/// allows it) and works on EventBridge's dead-letter namespace.
+pub async fn dlq(cmd: &DlqCommand, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    let dir = match cmd {
+        DlqCommand::List { dir, .. } | DlqCommand::Redrive { dir, .. } => data_dir_of(dir)?,
+    };
+    let db = dir.join("sluice.db");
+    if !db.exists() {
+        anyhow::bail!("{} has no store (sluice.db)", dir.display());
+    }
+    let root = Arc::new(open_root(&dir)?);
+    let store: Arc<dyn sluice_store::Store> = Arc::new(
+        sluice_store::sqlite::SqliteStore::open(&db, Default::default())
+            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?,
+    );
+    let clock: Arc<dyn sluice_core::Clock> = Arc::new(sluice_core::SystemClock);
+    let audit = sluice_audit::AuditLog::new(store.clone(), clock.clone(), "");
+    let (account, region) = (
+        std::env::var("SLUICE_ACCOUNT_ID").unwrap_or_else(|_| "000000000000".into()),
+        std::env::var("SLUICE_REGION").unwrap_or_else(|_| "us-east-1".into()),
+    );
+    let iam = Arc::new(
+        sluice_iam::Iam::open(
+            store.clone(),
+            root,
+            clock.clone(),
+            audit.clone(),
+            sluice_iam::IamConfig {
+                account: account.clone(),
+                region: region.clone(),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("loading IAM: {}", e.message))?,
+    );
+    let events = sluice_events::Events::open(
+        store.clone(),
+        clock,
+        audit,
+        iam,
+        sluice_events::EventsConfig::new(&account, &region),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("loading EventBridge: {}", e.message))?;
+    match cmd {
+        DlqCommand::List { limit, .. } => {
+            for e in events
+                .dead_letters(*limit)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?
+            {
+                writeln!(out, "{}", serde_json::to_string(&e)?)?;
+            }
+        }
+        DlqCommand::Redrive { ids, .. } => {
+            let n = events
+                .redrive(if ids.is_empty() { None } else { Some(ids) })
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            writeln!(out, "redriven: {n}")?;
+        }
+    }
+    store.close().await.ok();
+    Ok(())
 }
 
 /// `sluice audit`: reads the trail from the data directory (also while a server runs).

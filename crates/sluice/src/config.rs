@@ -29,6 +29,10 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// SQLite synchronous mode: `full` (default) or `normal`.
     pub sqlite_sync: Option<String>,
+    /// Let the root principal put events whose source begins `aws.` (off by default).
+    pub allow_aws_sources: Option<bool>,
+    /// Serve Prometheus metrics at `/_sluice/metrics` without authentication (default true).
+    pub metrics: Option<bool>,
 }
 
 /// The resolved configuration of `sluice serve`.
@@ -50,6 +54,10 @@ pub struct Config {
     pub root_credentials: Option<(String, String)>,
     /// Root key (base64) from the environment, if given.
     pub root_key: Option<String>,
+    /// Let the root principal put events whose source begins `aws.` (default false).
+    pub allow_aws_sources: bool,
+    /// Serve `/_sluice/metrics` (default true).
+    pub metrics: bool,
 }
 
 impl Config {
@@ -64,6 +72,8 @@ impl Config {
             sqlite_full_sync: true,
             root_credentials: None,
             root_key: None,
+            allow_aws_sources: false,
+            metrics: true,
         }
     }
 

@@ -41,6 +41,7 @@ fn main() -> std::process::ExitCode {
                 sluice::cli::credentials(&args, &mut std::io::stdout().lock())
             }
             Command::Audit(args) => sluice::cli::audit(&args, &mut std::io::stdout().lock()).await,
+            Command::Dlq(cmd) => sluice::cli::dlq(&cmd, &mut std::io::stdout().lock()).await,
             Command::Pattern(cmd) => {
                 let code = sluice::tools::pattern(&cmd, &mut std::io::stdout().lock());
                 std::process::exit(code);

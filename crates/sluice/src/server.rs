@@ -142,6 +142,10 @@ pub async fn start_with(
         )
         .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?,
     );
+    // Parse the wire models now rather than on the first request of each service.
+    for name in sluice_wire::SERVICE_NAMES {
+        let _ = sluice_wire::service(name);
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let audit = AuditLog::new(store.clone(), clock.clone(), &cfg.account_id);
     let services = crate::services::Services::build(&crate::services::Deps {
@@ -316,6 +320,87 @@ fn json_response(body: Vec<u8>, request_id: &str) -> Response {
     resp
 }
 
+/// Prometheus text exposition of the server's counters. Counters only: no identifiers, no
+/// secrets, which is why it is served without authentication (`--no-metrics` turns it off).
+async fn metrics_text(st: &AppState) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut counter = |name: &str, help: &str, kind: &str, v: u64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
+    };
+    counter(
+        "sluice_http_requests_total",
+        "HTTP requests received.",
+        "counter",
+        st.requests.load(Ordering::Relaxed),
+    );
+    if let Some(e) = &st.services.events {
+        let m = e.metrics().await;
+        for (name, help, kind, v) in [
+            (
+                "sluice_events_put_entries_total",
+                "PutEvents entries accepted.",
+                "counter",
+                m.put_events_entries,
+            ),
+            (
+                "sluice_events_matched_events_total",
+                "Events that matched at least one rule (MatchedEvents).",
+                "counter",
+                m.matched_events,
+            ),
+            (
+                "sluice_events_triggered_rules_total",
+                "Rule matches with targets (TriggeredRules).",
+                "counter",
+                m.triggered_rules,
+            ),
+            (
+                "sluice_events_invocations_total",
+                "Target invocations (Invocations).",
+                "counter",
+                m.invocations,
+            ),
+            (
+                "sluice_events_failed_invocations_total",
+                "Failed target invocations (FailedInvocations).",
+                "counter",
+                m.failed_invocations,
+            ),
+            (
+                "sluice_events_retries_total",
+                "Deliveries re-queued for another attempt.",
+                "counter",
+                m.retries,
+            ),
+            (
+                "sluice_events_dead_lettered_total",
+                "Deliveries moved to the dead-letter store.",
+                "counter",
+                m.dead_lettered,
+            ),
+            (
+                "sluice_events_scheduled_firings_total",
+                "Scheduled rule firings.",
+                "counter",
+                m.scheduled_firings,
+            ),
+            (
+                "sluice_events_queue_depth",
+                "Deliveries queued (due, waiting or leased).",
+                "gauge",
+                m.queue_depth,
+            ),
+        ] {
+            counter(name, help, kind, v);
+        }
+    }
+    out
+}
+
 async fn handle(
     State(st): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -324,6 +409,14 @@ async fn handle(
     st.requests.fetch_add(1, Ordering::Relaxed);
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = req.into_parts();
+    if parts.uri.path() == "/_sluice/metrics" && parts.method == Method::GET && st.cfg.metrics {
+        let mut r = Response::new(Body::from(metrics_text(&st).await));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return r;
+    }
     if parts.uri.path() == "/_sluice/health" && parts.method == Method::GET {
         let mut r = json_response(br#"{"status":"ok"}"#.to_vec(), &request_id);
         r.headers_mut().insert(

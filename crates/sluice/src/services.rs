@@ -104,9 +104,10 @@ impl Services {
         s.add_json(secrets.clone());
         s.secrets = Some(secrets);
 
-        // `allow_aws_sources` stays off until `sluice serve --allow-aws-sources` sets it.
-        let events_cfg =
+        // `allow_aws_sources` comes from `sluice serve --allow-aws-sources` (off by default).
+        let mut events_cfg =
             sluice_events::EventsConfig::new(&d.cfg.account_id, &d.cfg.region).with_env();
+        events_cfg.allow_aws_sources = d.cfg.allow_aws_sources;
         let events = sluice_events::Events::open_blocking(
             d.store.clone(),
             d.clock.clone(),
