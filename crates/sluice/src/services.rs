@@ -121,9 +121,12 @@ impl Services {
         s.add_json(Arc::new(events.clone()));
         s.events = Some(events);
 
-        s.add_json(Arc::new(sluice_audit::lookup::CloudTrail::new(
+        s.add_json(Arc::new(crate::authz::CloudTrail::new(
             d.audit.clone(),
             d.clock.clone(),
+            s.iam
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("CloudTrail needs IAM"))?,
         )));
         Ok(s)
     }

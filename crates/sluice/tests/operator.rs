@@ -55,3 +55,44 @@ async fn aws_sources_need_the_operator_switch_and_metrics_count_them() {
     assert!(text.contains("sluice_http_requests_total"), "{text}");
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_events_follows_identity_policies() {
+    use aws_sdk_kms::error::ProvideErrorMetadata;
+    let s = TestServer::start().await;
+    let iam = s.iam().await;
+    let mut clients = Vec::new();
+    for (name, allow) in [("auditor", true), ("intern", false)] {
+        iam.create_user().user_name(name).send().await.unwrap();
+        if allow {
+            iam.put_user_policy()
+                .user_name(name)
+                .policy_name("trail")
+                .policy_document(
+                    r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"cloudtrail:LookupEvents","Resource":"*"}]}"#,
+                )
+                .send()
+                .await
+                .unwrap();
+        }
+        let k = iam
+            .create_access_key()
+            .user_name(name)
+            .send()
+            .await
+            .unwrap();
+        let k = k.access_key().unwrap();
+        let cfg = s
+            .sdk_config_as(k.access_key_id(), k.secret_access_key(), None)
+            .await;
+        clients.push(aws_sdk_cloudtrail::Client::new(&cfg));
+    }
+    let ok = clients[0].lookup_events().send().await.unwrap();
+    assert!(
+        !ok.events().is_empty(),
+        "the IAM calls above are in the trail"
+    );
+    let e = clients[1].lookup_events().send().await.unwrap_err();
+    assert_eq!(e.code(), Some("AccessDeniedException"));
+    assert!(e.message().unwrap().contains("cloudtrail:LookupEvents"));
+}
