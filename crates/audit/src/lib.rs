@@ -79,6 +79,7 @@ pub struct AuditRecord {
     /// The region.
     pub aws_region: String,
     /// The caller's address, or the invoking service's name for service calls.
+    #[serde(rename = "sourceIPAddress")]
     pub source_ip_address: String,
     /// The caller's User-Agent.
     #[serde(skip_serializing_if = "Option::is_none", default)]
