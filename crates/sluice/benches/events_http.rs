@@ -17,65 +17,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
+mod support;
 
-const AKID: &str = "AKIABENCHBENCHBENCH0";
-const SECRET: &str = "benchSecretKeyForSluiceLoadHarness000000";
-
-fn signed(endpoint: &str, target: &str, body: &str) -> Vec<(String, String)> {
-    let url = format!("{endpoint}/");
-    let host = endpoint.trim_start_matches("http://").to_string();
-    let mut headers = vec![
-        (
-            "content-type".to_string(),
-            "application/x-amz-json-1.1".to_string(),
-        ),
-        ("x-amz-target".to_string(), target.to_string()),
-        ("host".to_string(), host),
-    ];
-    let identity = Credentials::new(AKID, SECRET, None, None, "bench").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region("us-east-1")
-        .name("events")
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .unwrap()
-        .into();
-    let req = SignableRequest::new(
-        "POST",
-        &url,
-        headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-        SignableBody::Bytes(body.as_bytes()),
-    )
-    .unwrap();
-    let (instr, _) = sign(req, &params).unwrap().into_parts();
-    for (k, v) in instr.headers() {
-        headers.push((k.to_string(), v.to_string()));
-    }
-    headers.retain(|(k, _)| k != "host");
-    headers
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn pct(sorted: &[u64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i] as f64 / 1000.0
-}
+use support::{AKID, SECRET, env_or, pct, signed};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -104,7 +50,7 @@ fn main() {
             .unwrap();
         let call = |op: &str, body: serde_json::Value| {
             let body = body.to_string();
-            let headers = signed(&endpoint, &format!("AWSEvents.{op}"), &body);
+            let headers = signed(&endpoint, "events", &format!("AWSEvents.{op}"), &body);
             let mut r = http.post(format!("{endpoint}/")).body(body);
             for (k, v) in &headers {
                 r = r.header(k, v);
@@ -133,7 +79,7 @@ fn main() {
             })
             .collect();
         let body = serde_json::json!({ "Entries": entries }).to_string();
-        let headers = signed(&endpoint, "AWSEvents.PutEvents", &body);
+        let headers = signed(&endpoint, "events", "AWSEvents.PutEvents", &body);
 
         let stop = Arc::new(AtomicBool::new(false));
         let measuring = Arc::new(AtomicBool::new(false));
