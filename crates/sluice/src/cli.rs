@@ -191,6 +191,17 @@ fn data_dir_of(a: &DataDirArgs) -> anyhow::Result<PathBuf> {
     Ok(a.data_dir.clone())
 }
 
+/// Opens the store of an existing data directory for an operator command (also while a server
+/// runs: SQLite's WAL lets a second process read and write).
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<sluice_store::sqlite::SqliteStore> {
+    let db = dir.join("sluice.db");
+    if !db.exists() {
+        anyhow::bail!("{} has no store (sluice.db)", dir.display());
+    }
+    sluice_store::sqlite::SqliteStore::open(&db, Default::default())
+        .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))
+}
+
 fn open_root(dir: &std::path::Path) -> anyhow::Result<sluice_crypto::RootKey> {
     if let Ok(t) = std::env::var("SLUICE_ROOT_KEY")
         && !t.is_empty()
@@ -280,15 +291,8 @@ pub async fn dlq(cmd: &DlqCommand, out: &mut dyn std::io::Write) -> anyhow::Resu
     let dir = match cmd {
         DlqCommand::List { dir, .. } | DlqCommand::Redrive { dir, .. } => data_dir_of(dir)?,
     };
-    let db = dir.join("sluice.db");
-    if !db.exists() {
-        anyhow::bail!("{} has no store (sluice.db)", dir.display());
-    }
     let root = Arc::new(open_root(&dir)?);
-    let store: Arc<dyn sluice_store::Store> = Arc::new(
-        sluice_store::sqlite::SqliteStore::open(&db, Default::default())
-            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?,
-    );
+    let store: Arc<dyn sluice_store::Store> = Arc::new(open_store(&dir)?);
     let clock: Arc<dyn sluice_core::Clock> = Arc::new(sluice_core::SystemClock);
     let audit = sluice_audit::AuditLog::new(store.clone(), clock.clone(), "");
     let (account, region) = (
@@ -344,14 +348,7 @@ pub async fn dlq(cmd: &DlqCommand, out: &mut dyn std::io::Write) -> anyhow::Resu
 pub async fn audit(a: &AuditArgs, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
     use sluice_core::Clock;
     let dir = data_dir_of(&a.dir)?;
-    let db = dir.join("sluice.db");
-    if !db.exists() {
-        anyhow::bail!("{} has no store (sluice.db)", dir.display());
-    }
-    let store: std::sync::Arc<dyn sluice_store::Store> = std::sync::Arc::new(
-        sluice_store::sqlite::SqliteStore::open(&db, Default::default())
-            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?,
-    );
+    let store: std::sync::Arc<dyn sluice_store::Store> = std::sync::Arc::new(open_store(&dir)?);
     let clock = std::sync::Arc::new(sluice_core::SystemClock);
     let now = clock.now_millis();
     let log = sluice_audit::AuditLog::new(store.clone(), clock, "");

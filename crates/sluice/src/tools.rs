@@ -110,12 +110,7 @@ fn pair(s: &str) -> anyhow::Result<(&str, &str)> {
 
 /// Reads the key policy of `key` from the store in `dir`.
 async fn key_policy(dir: &std::path::Path, key: &str) -> anyhow::Result<(String, String, String)> {
-    let db = dir.join("sluice.db");
-    if !db.exists() {
-        anyhow::bail!("{} has no store (sluice.db)", dir.display());
-    }
-    let store = sluice_store::sqlite::SqliteStore::open(&db, Default::default())
-        .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
+    let store = crate::cli::open_store(dir)?;
     let id = key.rsplit('/').next().unwrap_or(key);
     use sluice_store::Store;
     let rec = store
