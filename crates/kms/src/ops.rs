@@ -838,8 +838,39 @@ async fn update_description(
 
 // ---------------------------------------------------------------- aliases
 
+/// A successful alias write: an empty response, and the alias cache dropped after commit.
+fn alias_write(batch: Batch) -> Outcome {
+    Outcome {
+        response: json!({}),
+        batch: Some(batch),
+        elements: Value::Null,
+        touched: vec![ALIASES.to_string()],
+    }
+}
+
+/// Writes `rec` if the alias is still at `expected` (`None`: absent).
+fn put_alias(expected: Option<u64>, rec: &AliasRecord) -> Batch {
+    let key = rec.name.as_bytes();
+    Batch::new().expect(NS_ALIASES, key, expected).put(
+        NS_ALIASES,
+        key,
+        serde_json::to_vec(rec).expect("alias records serialize"),
+    )
+}
+
+fn check_alias_prefix(name: &str) -> Result<(), AwsError> {
+    if !name.starts_with("alias/") {
+        return Err(AwsError::client(
+            "InvalidAliasNameException",
+            "Alias must start with the prefix \"alias/\".",
+        ));
+    }
+    Ok(())
+}
+
 fn check_alias_name(name: &str) -> Result<(), AwsError> {
-    if !name.starts_with("alias/") || name.len() <= "alias/".len() {
+    check_alias_prefix(name)?;
+    if name.len() <= "alias/".len() {
         return Err(AwsError::client(
             "InvalidAliasNameException",
             "Alias must start with the prefix \"alias/\".",
@@ -912,17 +943,7 @@ async fn create_alias(
         created_ms: now,
         updated_ms: now,
     };
-    let batch = Batch::new().expect(NS_ALIASES, name.as_bytes(), None).put(
-        NS_ALIASES,
-        name.as_bytes(),
-        serde_json::to_vec(&rec).expect("json"),
-    );
-    Ok(Outcome {
-        response: json!({}),
-        batch: Some(batch),
-        elements: Value::Null,
-        touched: vec![ALIASES.to_string()],
-    })
+    Ok(alias_write(put_alias(None, &rec)))
 }
 
 async fn update_alias(
@@ -944,19 +965,7 @@ async fn update_alias(
     }
     rec.target_key_id = key.record.key_id.clone();
     rec.updated_ms = k.clock.now_millis();
-    let batch = Batch::new()
-        .expect(NS_ALIASES, name.as_bytes(), Some(version))
-        .put(
-            NS_ALIASES,
-            name.as_bytes(),
-            serde_json::to_vec(&rec).expect("json"),
-        );
-    Ok(Outcome {
-        response: json!({}),
-        batch: Some(batch),
-        elements: Value::Null,
-        touched: vec![ALIASES.to_string()],
-    })
+    Ok(alias_write(put_alias(Some(version), &rec)))
 }
 
 async fn delete_alias(
@@ -966,12 +975,7 @@ async fn delete_alias(
     a: &mut AuditCtx,
 ) -> Result<Outcome, AwsError> {
     let name = req_s(input, "AliasName")?;
-    if !name.starts_with("alias/") {
-        return Err(AwsError::client(
-            "InvalidAliasNameException",
-            "Alias must start with the prefix \"alias/\".",
-        ));
-    }
+    check_alias_prefix(name)?;
     let (rec, version) = load_alias(k, name)
         .await?
         .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(name))))?;
@@ -985,15 +989,11 @@ async fn delete_alias(
         a.key(&key.record.arn);
         authorize(k, ctx, "kms:DeleteAlias", &key.record, None)?;
     }
-    let batch = Batch::new()
-        .expect(NS_ALIASES, name.as_bytes(), Some(version))
-        .delete(NS_ALIASES, name.as_bytes());
-    Ok(Outcome {
-        response: json!({}),
-        batch: Some(batch),
-        elements: Value::Null,
-        touched: vec![ALIASES.to_string()],
-    })
+    Ok(alias_write(
+        Batch::new()
+            .expect(NS_ALIASES, name.as_bytes(), Some(version))
+            .delete(NS_ALIASES, name.as_bytes()),
+    ))
 }
 
 async fn list_aliases(
