@@ -234,20 +234,33 @@ impl Kms {
             return Ok(Some(id.clone()));
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
-        let Some(v) = self
-            .store
-            .get(model::NS_ALIASES, alias.as_bytes())
-            .await
-            .map_err(internal)?
-        else {
+        let Some((rec, _)) = self.read_alias(alias).await? else {
             return Ok(None);
         };
-        let rec: model::AliasRecord = serde_json::from_slice(&v.value).map_err(internal)?;
         let mut cache = self.aliases.write();
         if self.generation.load(std::sync::atomic::Ordering::SeqCst) == generation {
             cache.insert(alias.to_string(), rec.target_key_id.clone());
         }
         Ok(Some(rec.target_key_id))
+    }
+
+    /// Reads an alias record and its store version (no cache).
+    pub(crate) async fn read_alias(
+        &self,
+        alias: &str,
+    ) -> Result<Option<(model::AliasRecord, u64)>, AwsError> {
+        match self
+            .store
+            .get(model::NS_ALIASES, alias.as_bytes())
+            .await
+            .map_err(internal)?
+        {
+            None => Ok(None),
+            Some(v) => Ok(Some((
+                serde_json::from_slice(&v.value).map_err(internal)?,
+                v.version,
+            ))),
+        }
     }
 
     /// Drops every cached alias (after any alias write).

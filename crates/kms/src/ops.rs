@@ -885,21 +885,6 @@ fn check_alias_name(name: &str) -> Result<(), AwsError> {
     Ok(())
 }
 
-async fn load_alias(k: &Kms, name: &str) -> Result<Option<(AliasRecord, u64)>, AwsError> {
-    match k
-        .store
-        .get(NS_ALIASES, name.as_bytes())
-        .await
-        .map_err(internal)?
-    {
-        None => Ok(None),
-        Some(v) => Ok(Some((
-            serde_json::from_slice(&v.value).map_err(internal)?,
-            v.version,
-        ))),
-    }
-}
-
 async fn target_key(k: &Kms, raw: &str, a: &mut AuditCtx) -> Result<Arc<LoadedKey>, AwsError> {
     if raw.starts_with("alias/") || raw.contains(":alias/") {
         return Err(AwsError::validation(
@@ -927,7 +912,7 @@ async fn create_alias(
     check_alias_name(name)?;
     let key = target_key(k, req_s(input, "TargetKeyId")?, a).await?;
     authorize(k, ctx, "kms:CreateAlias", &key.record, None)?;
-    if load_alias(k, name).await?.is_some() {
+    if k.read_alias(name).await?.is_some() {
         return Err(AwsError::client(
             "AlreadyExistsException",
             format!(
@@ -954,7 +939,8 @@ async fn update_alias(
 ) -> Result<Outcome, AwsError> {
     let name = req_s(input, "AliasName")?;
     check_alias_name(name)?;
-    let (mut rec, version) = load_alias(k, name)
+    let (mut rec, version) = k
+        .read_alias(name)
         .await?
         .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(name))))?;
     let key = target_key(k, req_s(input, "TargetKeyId")?, a).await?;
@@ -976,7 +962,8 @@ async fn delete_alias(
 ) -> Result<Outcome, AwsError> {
     let name = req_s(input, "AliasName")?;
     check_alias_prefix(name)?;
-    let (rec, version) = load_alias(k, name)
+    let (rec, version) = k
+        .read_alias(name)
         .await?
         .ok_or_else(|| not_found(format!("Alias {} is not found.", k.alias_arn(name))))?;
     if name.starts_with("alias/aws/") {
