@@ -99,6 +99,15 @@ pub struct ServeArgs {
     /// Do not serve `/_sluice/metrics`.
     #[arg(long, env = "SLUICE_NO_METRICS")]
     pub no_metrics: bool,
+    /// Refuse plain-http delivery destinations (AWS's rule: https only).
+    #[arg(long, env = "SLUICE_OUTBOUND_HTTPS_ONLY")]
+    pub outbound_https_only: bool,
+    /// Refuse delivery destinations on loopback addresses.
+    #[arg(long, env = "SLUICE_OUTBOUND_DENY_LOOPBACK")]
+    pub outbound_deny_loopback: bool,
+    /// Allow delivery destinations on private networks (10/8, 172.16/12, 192.168/16, fc00::/7).
+    #[arg(long, env = "SLUICE_OUTBOUND_ALLOW_PRIVATE")]
+    pub outbound_allow_private: bool,
 }
 
 /// Flags of `sluice audit`.
@@ -158,6 +167,11 @@ pub fn serve_config(a: &ServeArgs) -> anyhow::Result<Config> {
     }
     cfg.allow_aws_sources = a.allow_aws_sources || file.allow_aws_sources.unwrap_or(false);
     cfg.metrics = !a.no_metrics && file.metrics.unwrap_or(true);
+    cfg.outbound = sluice_outbound::OutboundPolicy {
+        allow_http: !a.outbound_https_only && file.outbound_allow_http.unwrap_or(true),
+        allow_loopback: !a.outbound_deny_loopback && file.outbound_allow_loopback.unwrap_or(true),
+        allow_private: a.outbound_allow_private || file.outbound_allow_private.unwrap_or(false),
+    };
     if let Some(s) = &file.sqlite_sync {
         cfg.sqlite_full_sync = match s.as_str() {
             "full" => true,

@@ -33,6 +33,12 @@ pub struct FileConfig {
     pub allow_aws_sources: Option<bool>,
     /// Serve Prometheus metrics at `/_sluice/metrics` without authentication (default true).
     pub metrics: Option<bool>,
+    /// Outbound deliveries may use plain http (default true).
+    pub outbound_allow_http: Option<bool>,
+    /// Outbound deliveries may reach loopback addresses (default true).
+    pub outbound_allow_loopback: Option<bool>,
+    /// Outbound deliveries may reach private-network addresses (default false).
+    pub outbound_allow_private: Option<bool>,
 }
 
 /// The resolved configuration of `sluice serve`.
@@ -58,6 +64,9 @@ pub struct Config {
     pub allow_aws_sources: bool,
     /// Serve `/_sluice/metrics` (default true).
     pub metrics: bool,
+    /// Which destinations API destinations and Firehose endpoints may reach (default: http and
+    /// loopback allowed, private networks refused, link-local never).
+    pub outbound: sluice_outbound::OutboundPolicy,
 }
 
 impl Config {
@@ -74,6 +83,7 @@ impl Config {
             root_key: None,
             allow_aws_sources: false,
             metrics: true,
+            outbound: sluice_outbound::OutboundPolicy::default(),
         }
     }
 
