@@ -366,7 +366,11 @@ impl Dispatcher {
             Err((e, "-")) => {
                 let mut rec = job.rec.clone();
                 rec.last_error = Some(format!("{}: {}", e.code, e.message));
-                let due = now + self.backoff_ms(rec.attempt);
+                // The more conservative of the backoff and the target's Retry-After.
+                let due = now
+                    + self
+                        .backoff_ms(rec.attempt)
+                        .max(e.retry_after_ms.unwrap_or(0).min(self.core.cfg.retry_cap_ms));
                 batch = batch.put(
                     NS_DUE,
                     queue_key(due, &id),

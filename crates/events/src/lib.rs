@@ -39,8 +39,11 @@
 //!
 //! Deliberate differences from AWS are in `docs/specs/events.md`.
 
+pub mod apidest;
+pub mod connections;
 pub mod dispatch;
 pub mod model;
+mod oauth;
 mod ops;
 pub mod schedule;
 pub mod targets;
@@ -63,6 +66,7 @@ use sluice_pattern::Matcher;
 use sluice_policy::{Context, Decision, Inputs, Policy, Request, ResourceKind, evaluate};
 use sluice_store::{Batch, KeyRange, Store};
 
+pub use connections::ApiDestinationDeps;
 pub use dispatch::{DeadLetterEntry, Dispatcher, WorkerHandle, list_dead_letters, redrive};
 use model::{BusRecord, DeliveryRecord, NS_BUSES, NS_DUE, NS_RULES, RuleRecord, queue_key};
 pub use targets::{Invocation, InvokeError, Target};
@@ -103,6 +107,9 @@ pub struct EventsConfig {
     pub rng_seed: Option<u64>,
     /// Bus-to-bus hops an event may make before it is dead-lettered as a loop.
     pub max_hops: u32,
+    /// How long an invocation may reuse a connection's credentials read from its secret, ms
+    /// (a change of the secret inside sluice ends it at once).
+    pub connection_secret_ttl_ms: u64,
 }
 
 impl EventsConfig {
@@ -123,12 +130,14 @@ impl EventsConfig {
             poll_ms: 250,
             rng_seed: None,
             max_hops: 5,
+            connection_secret_ttl_ms: 60_000,
         }
     }
 
     /// Applies the operator's environment overrides: `SLUICE_EVENTS_LEASE_MS`,
     /// `SLUICE_EVENTS_MAX_ENTRY_BYTES`, `SLUICE_EVENTS_RETRY_BASE_MS`,
-    /// `SLUICE_EVENTS_PER_TARGET_CONCURRENCY` (unparsable values are ignored with a warning).
+    /// `SLUICE_EVENTS_PER_TARGET_CONCURRENCY`, `SLUICE_EVENTS_CONNECTION_SECRET_TTL_MS`
+    /// (unparsable values are ignored with a warning).
     pub fn with_env(mut self) -> Self {
         fn get<T: std::str::FromStr>(name: &str) -> Option<T> {
             let v = std::env::var(name).ok()?;
@@ -149,6 +158,9 @@ impl EventsConfig {
         }
         if let Some(v) = get::<usize>("SLUICE_EVENTS_PER_TARGET_CONCURRENCY").filter(|v| *v > 0) {
             self.per_target_concurrency = v;
+        }
+        if let Some(v) = get::<u64>("SLUICE_EVENTS_CONNECTION_SECRET_TTL_MS") {
+            self.connection_secret_ttl_ms = v;
         }
         self
     }
@@ -213,6 +225,7 @@ pub struct Core {
     pub(crate) metrics: Metrics,
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
+    pub(crate) conns: connections::ConnState,
     policies: RwLock<HashMap<String, (String, Arc<Policy>)>>,
 }
 
@@ -263,10 +276,14 @@ impl Events {
             rules: RwLock::new(HashMap::new()),
             matchers: RwLock::new(HashMap::new()),
             write_lock: tokio::sync::Mutex::new(()),
-            targets: RwLock::new(vec![Arc::new(targets::BusTarget) as Arc<dyn Target>]),
+            targets: RwLock::new(vec![
+                Arc::new(targets::BusTarget) as Arc<dyn Target>,
+                Arc::new(apidest::ApiDestinationTarget),
+            ]),
             metrics: Metrics::default(),
             wake: tokio::sync::Notify::new(),
             rng: Mutex::new(rng),
+            conns: connections::ConnState::default(),
             policies: RwLock::new(HashMap::new()),
         });
         core.load().await?;
@@ -299,6 +316,18 @@ impl Events {
     /// serves it. Call before PutTargets names such ARNs.
     pub fn add_target_kind(&self, t: Arc<dyn Target>) {
         self.core.targets.write().push(t);
+    }
+
+    /// Enables connections and API destinations: their credentials go to `deps.secrets`, their
+    /// requests through `deps.outbound`. Without it those operations answer
+    /// `ValidationException`. Call once, before serving.
+    pub fn enable_api_destinations(&self, deps: ApiDestinationDeps) {
+        let ttl = std::time::Duration::from_millis(self.core.cfg.connection_secret_ttl_ms);
+        let _ = self
+            .core
+            .conns
+            .runtime
+            .set(connections::Runtime::new(deps, ttl));
     }
 
     /// A snapshot of the counters (for `/_sluice/metrics`).
@@ -448,7 +477,7 @@ impl Core {
         *self.buses.write() = buses;
         *self.rules.write() = rules;
         *self.matchers.write() = matchers;
-        Ok(())
+        self.conns.load(&*self.store).await
     }
 
     pub(crate) fn bus_arn(&self, name: &str) -> String {

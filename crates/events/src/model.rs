@@ -16,6 +16,10 @@ pub const NS_DUE: &str = "events.due";
 pub const NS_DLQ: &str = "events.dlq";
 /// Schedule state: key = rule ARN.
 pub const NS_SCHED: &str = "events.sched";
+/// Connections: key = connection name.
+pub const NS_CONNECTIONS: &str = "events.connections";
+/// API destinations: key = API destination name.
+pub const NS_API_DESTINATIONS: &str = "events.apidests";
 
 /// An event bus.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -84,6 +88,23 @@ pub struct TargetRecord {
     /// Whether RetryPolicy was given explicitly (returned by ListTargetsByRule only then).
     #[serde(default)]
     pub retry_explicit: bool,
+    /// HttpParameters (API destination targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<TargetHttp>,
+}
+
+/// A target's `HttpParameters`. Values may be JSON paths into the event (`$.detail.id`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TargetHttp {
+    /// PathParameterValues, filling the endpoint's `*` wildcards in order.
+    #[serde(default)]
+    pub path: Vec<String>,
+    /// HeaderParameters.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// QueryStringParameters.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
 }
 
 impl TargetRecord {
@@ -227,4 +248,133 @@ pub fn key_due(key: &[u8]) -> i64 {
         b.copy_from_slice(&key[..8]);
     }
     u64::from_be_bytes(b) as i64
+}
+
+/// One HTTP parameter of a connection (a header, query-string or body parameter). A secret
+/// parameter's value is kept only in the connection's managed secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParamMeta {
+    /// The key.
+    pub key: String,
+    /// The value, `None` when `secret`.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// IsValueSecret.
+    #[serde(default)]
+    pub secret: bool,
+}
+
+/// A connection's HTTP parameters as stored in its record (secret values left out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ParamsMeta {
+    /// HeaderParameters.
+    #[serde(default)]
+    pub headers: Vec<ParamMeta>,
+    /// QueryStringParameters.
+    #[serde(default)]
+    pub query: Vec<ParamMeta>,
+    /// BodyParameters.
+    #[serde(default)]
+    pub body: Vec<ParamMeta>,
+}
+
+impl ParamsMeta {
+    /// Whether there is no parameter at all.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty() && self.query.is_empty() && self.body.is_empty()
+    }
+}
+
+/// The non-secret part of a connection's OAuth settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OAuthMeta {
+    /// ClientID.
+    pub client_id: String,
+    /// AuthorizationEndpoint.
+    pub endpoint: String,
+    /// HttpMethod of the token request (GET, POST or PUT).
+    pub method: String,
+    /// OAuthHttpParameters (secret values left out).
+    #[serde(default)]
+    pub params: ParamsMeta,
+}
+
+/// A connection. Credentials are not here: they live in the managed secret `secret_arn`
+/// (format in `connections`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// Format version (1).
+    pub v: u32,
+    /// Name.
+    pub name: String,
+    /// ARN (`...:connection/<name>/<uuid>`).
+    pub arn: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// `API_KEY`, `BASIC` or `OAUTH_CLIENT_CREDENTIALS`.
+    pub auth_type: String,
+    /// ConnectionState (`AUTHORIZED`, `DEAUTHORIZED`, ...).
+    pub state: String,
+    /// Why the connection is in its state (failures name the key, the KMS operation and the
+    /// policy's reason).
+    #[serde(default)]
+    pub state_reason: Option<String>,
+    /// The managed secret holding the credentials, if there is one.
+    #[serde(default)]
+    pub secret_arn: Option<String>,
+    /// The KMS key the secret is sealed under, as the caller named it (`None`: the AWS managed
+    /// key of Secrets Manager, sluice's stand-in for an AWS owned key).
+    #[serde(default)]
+    pub kms_key: Option<String>,
+    /// The key the current secret was sealed under (to notice a key change).
+    #[serde(default)]
+    pub sealed_key: Option<String>,
+    /// ApiKeyName (API_KEY).
+    #[serde(default)]
+    pub api_key_name: Option<String>,
+    /// Username (BASIC).
+    #[serde(default)]
+    pub username: Option<String>,
+    /// OAuth settings (OAUTH_CLIENT_CREDENTIALS).
+    #[serde(default)]
+    pub oauth: Option<OAuthMeta>,
+    /// InvocationHttpParameters.
+    #[serde(default)]
+    pub invocation: ParamsMeta,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Last modification, Unix ms.
+    pub modified_ms: i64,
+    /// Last successful authorization, Unix ms.
+    #[serde(default)]
+    pub last_authorized_ms: Option<i64>,
+}
+
+/// An API destination.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiDestinationRecord {
+    /// Format version (1).
+    pub v: u32,
+    /// Name.
+    pub name: String,
+    /// ARN (`...:api-destination/<name>/<uuid>`).
+    pub arn: String,
+    /// Description.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The connection's ARN.
+    pub connection_arn: String,
+    /// InvocationEndpoint (may contain `*` path wildcards).
+    pub endpoint: String,
+    /// HttpMethod.
+    pub method: String,
+    /// InvocationRateLimitPerSecond.
+    pub rate: u32,
+    /// `ACTIVE` or `INACTIVE`.
+    pub state: String,
+    /// Creation time, Unix ms.
+    pub created_ms: i64,
+    /// Last modification, Unix ms.
+    pub modified_ms: i64,
 }

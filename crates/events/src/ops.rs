@@ -26,15 +26,15 @@ const MAX_RULES_PER_BUS: usize = 300;
 const MAX_TARGETS_PER_RULE: usize = 5;
 const MAX_TAGS: usize = 50;
 
-fn not_found(msg: String) -> AwsError {
+pub(crate) fn not_found(msg: String) -> AwsError {
     AwsError::client("ResourceNotFoundException", msg)
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
 }
 
-fn secs(ms: i64) -> Value {
+pub(crate) fn secs(ms: i64) -> Value {
     json!(ms as f64 / 1000.0)
 }
 
@@ -66,19 +66,21 @@ fn tags_out(t: &BTreeMap<String, String>) -> Value {
 }
 
 /// A change to the in-memory mirror, applied once the batch commits.
-enum Post {
+pub(crate) enum Post {
     Bus(String, Option<BusRecord>),
     Rule(RuleId, Option<RuleRecord>),
+    Connection(String, Option<crate::model::ConnectionRecord>),
+    ApiDestination(String, Option<crate::model::ApiDestinationRecord>),
 }
 
-struct Out {
-    resp: Value,
-    batch: Batch,
-    post: Vec<Post>,
+pub(crate) struct Out {
+    pub(crate) resp: Value,
+    pub(crate) batch: Batch,
+    pub(crate) post: Vec<Post>,
 }
 
 impl Out {
-    fn read(resp: Value) -> Self {
+    pub(crate) fn read(resp: Value) -> Self {
         Self {
             resp,
             batch: Batch::new(),
@@ -98,6 +100,10 @@ fn is_write(op: &str) -> bool {
             | "ListTargetsByRule"
             | "ListTagsForResource"
             | "TestEventPattern"
+            | "DescribeConnection"
+            | "ListConnections"
+            | "DescribeApiDestination"
+            | "ListApiDestinations"
     )
 }
 
@@ -127,6 +133,10 @@ pub(crate) async fn dispatch(
             .map(|arn: String| AuditResource {
                 kind: if arn.contains(":rule/") {
                     "AWS::Events::Rule".into()
+                } else if arn.contains(":connection/") {
+                    "AWS::Events::Connection".into()
+                } else if arn.contains(":api-destination/") {
+                    "AWS::Events::ApiDestination".into()
                 } else {
                     "AWS::Events::EventBus".into()
                 },
@@ -163,6 +173,8 @@ pub(crate) async fn dispatch(
                         core.matchers.write().remove(&name);
                     }
                     Post::Rule(key, r) => core.install_rule(r, &key),
+                    Post::Connection(name, c) => core.conns.install_connection(name, c),
+                    Post::ApiDestination(name, d) => core.conns.install_api_destination(name, d),
                 }
             }
             Ok(out.resp)
@@ -175,12 +187,17 @@ pub(crate) async fn dispatch(
     }
 }
 
-/// Request parameters for the audit record: everything but event payloads and policies.
+/// Request parameters for the audit record: everything but event payloads, policies and
+/// credentials (connection secrets are replaced by `HIDDEN_DUE_TO_SECURITY_REASONS`, as
+/// CloudTrail does).
 fn audit_params(input: &Value) -> Value {
     let mut v = input.clone();
     if let Value::Object(m) = &mut v {
         m.remove("Event");
         m.remove("Policy");
+        if let Some(a) = m.get_mut("AuthParameters") {
+            crate::connections::redact_auth_parameters(a);
+        }
     }
     v
 }
@@ -214,6 +231,17 @@ async fn run(
         "ListTagsForResource" => list_tags(core, ctx, input, res),
         "PutPermission" => put_permission(core, ctx, input, res),
         "RemovePermission" => remove_permission(core, ctx, input, res),
+        "CreateConnection" => crate::connections::create(core, ctx, input, res).await,
+        "DescribeConnection" => crate::connections::describe(core, ctx, input, res),
+        "UpdateConnection" => crate::connections::update(core, ctx, input, res).await,
+        "DeleteConnection" => crate::connections::delete(core, ctx, input, res).await,
+        "ListConnections" => crate::connections::list(core, ctx, input),
+        "DeauthorizeConnection" => crate::connections::deauthorize(core, ctx, input, res).await,
+        "CreateApiDestination" => crate::apidest::create(core, ctx, input, res),
+        "DescribeApiDestination" => crate::apidest::describe(core, ctx, input, res),
+        "UpdateApiDestination" => crate::apidest::update(core, ctx, input, res),
+        "DeleteApiDestination" => crate::apidest::delete(core, ctx, input, res),
+        "ListApiDestinations" => crate::apidest::list(core, ctx, input),
         _ => Err(AwsError::client(
             "UnknownOperationException",
             format!("The EventBridge operation {op} is not supported by sluice."),
@@ -417,7 +445,7 @@ fn delete_bus(
 }
 
 /// Sorted names after the NextToken, at most `Limit` (default 100), and the next token.
-fn page<T: Clone>(
+pub(crate) fn page<T: Clone>(
     mut items: Vec<(String, T)>,
     input: &Value,
 ) -> Result<(Vec<T>, Option<String>), AwsError> {
@@ -439,7 +467,7 @@ fn page<T: Clone>(
     ))
 }
 
-fn with_token(mut v: Value, next: Option<String>) -> Value {
+pub(crate) fn with_token(mut v: Value, next: Option<String>) -> Value {
     if let Some(t) = next {
         v["NextToken"] = json!(t);
     }
@@ -784,6 +812,7 @@ fn parse_target(core: &Core, t: &Value) -> Result<TargetRecord, (&'static str, S
         transformer,
         retry,
         retry_explicit,
+        http: parse_http(t),
     };
     let Some(kind) = core.target_for(&rec.arn) else {
         return Err(v(format!(
@@ -793,6 +822,33 @@ fn parse_target(core: &Core, t: &Value) -> Result<TargetRecord, (&'static str, S
     };
     kind.validate(core, &rec).map_err(v)?;
     Ok(rec)
+}
+
+fn parse_http(t: &Value) -> Option<crate::model::TargetHttp> {
+    let h = t.get("HttpParameters")?;
+    let map = |k: &str| -> BTreeMap<String, String> {
+        h.get(k)
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(crate::model::TargetHttp {
+        path: h
+            .get("PathParameterValues")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        headers: map("HeaderParameters"),
+        query: map("QueryStringParameters"),
+    })
 }
 
 fn put_targets(
@@ -912,6 +968,13 @@ fn target_json(t: &TargetRecord) -> Value {
         let m: serde_json::Map<String, Value> =
             paths.iter().map(|(k, p)| (k.clone(), json!(p))).collect();
         v["InputTransformer"] = json!({"InputPathsMap": m, "InputTemplate": template});
+    }
+    if let Some(h) = &t.http {
+        v["HttpParameters"] = json!({
+            "PathParameterValues": h.path,
+            "HeaderParameters": h.headers,
+            "QueryStringParameters": h.query,
+        });
     }
     if t.retry_explicit {
         v["RetryPolicy"] = json!({

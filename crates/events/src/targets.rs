@@ -1,6 +1,7 @@
 //! Target kinds. A [`Target`] says which ARNs it serves, validates a target at PutTargets, and
-//! invokes one delivery. This issue ships [`BusTarget`] (another bus of the same account);
-//! API destinations and Firehose delivery streams plug in through [`crate::Events::add_target_kind`].
+//! invokes one delivery. Built in: [`BusTarget`] (another bus of the same account) and
+//! [`crate::apidest::ApiDestinationTarget`]; further kinds (Firehose delivery streams) plug in
+//! through [`crate::Events::add_target_kind`].
 //!
 //! An invocation may return store operations (a [`Batch`]) that the dispatcher commits in the
 //! same batch that removes the delivery from the queue: a bus target hands its event over to
@@ -24,6 +25,8 @@ pub struct InvokeError {
     pub code: String,
     /// Detail.
     pub message: String,
+    /// The target asked to wait at least this long before the next attempt (`Retry-After`), ms.
+    pub retry_after_ms: Option<i64>,
 }
 
 impl InvokeError {
@@ -33,6 +36,7 @@ impl InvokeError {
             retryable: true,
             code: code.to_string(),
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 
@@ -42,6 +46,7 @@ impl InvokeError {
             retryable: false,
             code: code.to_string(),
             message: message.into(),
+            retry_after_ms: None,
         }
     }
 }

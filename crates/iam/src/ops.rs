@@ -670,6 +670,81 @@ impl Iam {
         .await
     }
 
+    /// The service-linked role of `service` (for example `apidestinations.events.amazonaws.com`)
+    /// for sluice's own services: created on first use, trusted by `service`, with `policy` as
+    /// its permissions (an inline policy named `policy_name`, standing in for AWS's managed
+    /// service-role policy, which sluice has no catalogue of). If the role exists but its policy
+    /// was changed, the policy is put back. Audited as `CreateServiceLinkedRole` /
+    /// `PutRolePolicy` by the service principal. Returns the role ARN.
+    pub async fn ensure_service_linked_role(
+        &self,
+        service: &str,
+        policy_name: &str,
+        policy: &str,
+    ) -> Result<String, AwsError> {
+        let (name, path) = service_linked_name(service, None);
+        let key = name.to_ascii_lowercase();
+        let current = |iam: &Self| {
+            iam.state
+                .read()
+                .roles
+                .get(&key)
+                .map(|r| (r.rec.clone(), r.rec.inline.get(policy_name) == Some(&policy.to_string())))
+        };
+        if let Some((rec, true)) = current(self) {
+            return Ok(rec.arn);
+        }
+        compile_identity(policy)?;
+        let _w = self.writer.lock().await;
+        let (op, rec, input) = match current(self) {
+            Some((rec, true)) => return Ok(rec.arn),
+            Some((mut rec, false)) => {
+                rec.inline.insert(policy_name.to_string(), policy.to_string());
+                let input = json!({"RoleName": rec.name, "PolicyName": policy_name});
+                ("PutRolePolicy", rec, input)
+            }
+            None => {
+                let trust = json!({
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": {"Service": [service]}, "Action": "sts:AssumeRole"}]
+                })
+                .to_string();
+                let rec = RoleRecord {
+                    v: 1,
+                    arn: self.role_arn(&path, &name),
+                    name: name.clone(),
+                    path,
+                    id: new_id("AROA", 21),
+                    created: rfc3339(self.now()),
+                    trust,
+                    description: Some(format!("Service-linked role of {service}")),
+                    max_session: 3600,
+                    tags: Vec::new(),
+                    inline: BTreeMap::from([(policy_name.to_string(), policy.to_string())]),
+                    attached: Vec::new(),
+                };
+                ("CreateServiceLinkedRole", rec, json!({"AWSServiceName": service}))
+            }
+        };
+        let ctx = CallContext::direct(
+            sluice_core::Principal::service(&self.cfg.account, service),
+            &self.cfg.region,
+            &uuid::Uuid::new_v4().to_string(),
+        );
+        let call = Call {
+            ctx: &ctx,
+            source: crate::IAM_EVENT_SOURCE,
+            op,
+            input: &input,
+            resource: Some((rec.arn.clone(), "AWS::IAM::Role")),
+            audited: std::sync::atomic::AtomicBool::new(false),
+        };
+        let audit = json!({"role": {"roleName": rec.name, "roleId": rec.id, "arn": rec.arn}});
+        let arn = rec.arn.clone();
+        self.save_role(&call, rec, audit).await?;
+        Ok(arn)
+    }
+
     fn get_role(&self, input: &Value) -> Result<Out, AwsError> {
         let r = self.role_record(s(input, "RoleName").unwrap_or_default())?;
         let mut x = Xml::new();

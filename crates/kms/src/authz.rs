@@ -42,6 +42,13 @@ pub trait Authorizer: Send + Sync + std::fmt::Debug {
         policy: &str,
         bypass_lockout: bool,
     ) -> Result<(), AwsError>;
+
+    /// Why `req` is allowed or refused, in words (which statement decided, which conditions
+    /// failed), for diagnostics such as an EventBridge connection's StateReason. `None` when
+    /// this authorizer cannot explain. Never has an effect and is not audited.
+    fn explain(&self, _ctx: &CallContext, _req: &KeyRequest<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// Default key-policy semantics only (see the module docs).

@@ -160,6 +160,35 @@ impl Kms {
         ops::decrypt_typed(self, ctx, ciphertext, context, key_id).await
     }
 
+    /// Explains whether `ctx` may call `action` (e.g. `kms:Decrypt`) on key `key_id` (id, ARN,
+    /// alias or alias ARN) with encryption context `context`: which key-policy or identity-policy
+    /// statement decides and, for a refusal, which conditions failed. For diagnostics (an
+    /// EventBridge connection's StateReason): it performs nothing and is not audited. `None` if
+    /// the key does not exist or the authorizer cannot explain.
+    pub async fn explain_access(
+        &self,
+        ctx: &CallContext,
+        key_id: &str,
+        action: &str,
+        context: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let id = match ops::parse_key_ref(self, key_id).ok()? {
+            ops::KeyRef::Id(id) => id,
+            ops::KeyRef::Alias(a) => self.alias_target(&a).await.ok()??,
+        };
+        let key = self.load_key(&id).await.ok()??;
+        self.authz.explain(
+            ctx,
+            &authz::KeyRequest {
+                action,
+                key: Some(&key.record),
+                resource: &key.record.arn,
+                encryption_context: Some(context),
+                request_tags: None,
+            },
+        )
+    }
+
     /// Deletes keys whose deletion window has ended and rotates keys whose rotation is due.
     /// The server calls this periodically; it is idempotent.
     pub async fn run_maintenance(&self) -> Result<(), AwsError> {

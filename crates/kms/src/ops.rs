@@ -336,12 +336,12 @@ fn invalid_state(msg: impl Into<String>) -> AwsError {
 // ---------------------------------------------------------------- key resolution
 
 /// What a KeyId string names.
-enum KeyRef {
+pub(crate) enum KeyRef {
     Id(String),
     Alias(String),
 }
 
-fn parse_key_ref(k: &Kms, raw: &str) -> Result<KeyRef, AwsError> {
+pub(crate) fn parse_key_ref(k: &Kms, raw: &str) -> Result<KeyRef, AwsError> {
     let invalid = || not_found(format!("Invalid keyId '{raw}'"));
     if let Some(rest) = raw.strip_prefix("arn:") {
         // arn:aws:kms:<region>:<account>:key/<id> | alias/<name>

@@ -178,6 +178,30 @@ impl Authorizer for PolicyAuthorizer {
         Err(AwsError::access_denied(msg))
     }
 
+    fn explain(&self, ctx: &CallContext, req: &KeyRequest<'_>) -> Option<String> {
+        let key = req.key?;
+        let context = kms_context(ctx, req, now_secs());
+        let identity = self.identity.policies_for(&ctx.principal);
+        let identity_refs: Vec<&Policy> = identity.iter().map(|p| p.as_ref()).collect();
+        let kp = self.compiled(&key.arn, &key.policy).ok()?;
+        let request = Request {
+            principal: principal_info(&ctx.principal),
+            action: req.action,
+            resource: req.resource,
+            context: &context,
+        };
+        let ex = sluice_policy::explain(
+            &request,
+            &Inputs {
+                identity_policies: &identity_refs,
+                resource_policy: Some(&kp),
+                resource_account: &key.account,
+                kind: ResourceKind::KmsKey,
+            },
+        );
+        Some(ex.summary)
+    }
+
     fn validate_key_policy(
         &self,
         ctx: &CallContext,

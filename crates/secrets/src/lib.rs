@@ -250,6 +250,22 @@ impl Secrets {
         Ok(secret_ref(&out.response))
     }
 
+    /// Creates a secret owned by `owning_service` with no value yet, and so without any KMS
+    /// call (it names the AWS managed key until a value is written with
+    /// [`Secrets::update_managed_secret`], which may name another key). A service uses it to
+    /// know the secret's ARN before it seals a value under a customer key, so that it can
+    /// explain a key policy that refuses the `SecretARN` encryption context.
+    pub async fn reserve_managed_secret(
+        &self,
+        ctx: &CallContext,
+        owning_service: &str,
+        name: &str,
+    ) -> Result<SecretRef, AwsError> {
+        let input = json!({"Name": name});
+        let out = ops::dispatch(self, "CreateSecret", ctx, &input, Some(owning_service)).await?;
+        Ok(secret_ref(&out.response))
+    }
+
     /// Writes a new AWSCURRENT value of a secret owned by `owning_service` (and, if given, moves
     /// it to another KMS key first).
     pub async fn update_managed_secret(

@@ -661,6 +661,9 @@ fn authorize(
     }
     let mut c = Context::new();
     c.set_time(s.clock.now().unix_timestamp());
+    // Every secret lives in the served account (the service-linked role policy of EventBridge
+    // API destinations conditions on it).
+    c.set("aws:ResourceAccount", s.cfg.account.as_str());
     c.set(
         "aws:SecureTransport",
         if ctx.secure_transport {

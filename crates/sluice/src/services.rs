@@ -118,6 +118,16 @@ impl Services {
             events_cfg,
         )
         .map_err(|e| anyhow::anyhow!("cannot load EventBridge: {}", e.code))?;
+        // Connections keep their credentials in Secrets Manager; API destinations send through
+        // the outbound client, which enforces the operator's destination policy.
+        if let (Some(secrets), Some(kms), Some(iam)) = (&s.secrets, &s.kms, &s.iam) {
+            events.enable_api_destinations(sluice_events::ApiDestinationDeps {
+                secrets: secrets.clone(),
+                kms: kms.clone(),
+                iam: iam.clone(),
+                outbound: sluice_outbound::Outbound::new(d.cfg.outbound),
+            });
+        }
         s.add_json(Arc::new(events.clone()));
         s.events = Some(events);
 
