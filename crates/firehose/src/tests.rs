@@ -1,0 +1,1 @@
+//! Service tests through the Rust API (no HTTP): API errors and limits.
