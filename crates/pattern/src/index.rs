@@ -99,6 +99,8 @@ pub(crate) struct FieldIndex {
     needs_number: bool,
     needs_fold: bool,
     needs_str: bool,
+    /// Byte lengths of the `equals_ic` keys, as bits (63: 63 or longer).
+    ic_lens: u64,
 }
 
 impl FieldIndex {
@@ -152,6 +154,7 @@ impl FieldIndex {
             }
             Condition::EqualsIgnoreCase(p) => {
                 self.needs_fold = true;
+                self.ic_lens |= 1u64 << p.len().min(63);
                 self.equals_ic
                     .entry(p.as_bytes().into())
                     .or_default()
@@ -175,7 +178,7 @@ impl FieldIndex {
 
     /// Emits targets satisfied by the (unescaped) string `s`. `fold` is scratch.
     #[inline]
-    pub(crate) fn eval_str(&self, s: &[u8], fold: &mut String, emit: &mut impl FnMut(u32)) {
+    pub(crate) fn eval_str(&self, s: &[u8], fold: &mut Vec<u8>, emit: &mut impl FnMut(u32)) {
         for &t in &self.any {
             emit(t);
         }
@@ -205,23 +208,34 @@ impl FieldIndex {
             }
         }
         if self.needs_fold {
-            fold.clear();
             if s.is_ascii() {
-                fold.extend(s.iter().map(|b| b.to_ascii_lowercase() as char));
-            } else if let Ok(text) = std::str::from_utf8(s) {
-                fold.push_str(&fold_case(text));
-            } else {
-                return;
-            }
-            let f = fold.as_bytes();
-            if let Some(ts) = self.equals_ic.get(f) {
-                for &t in ts {
-                    emit(t);
+                // ASCII: per-byte lowering is the fold; tries walk the lowered bytes directly.
+                let low = |b: &u8| b.to_ascii_lowercase();
+                if self.ic_lens & (1u64 << s.len().min(63)) != 0 {
+                    fold.clear();
+                    fold.extend(s.iter().map(low));
+                    if let Some(ts) = self.equals_ic.get(fold.as_slice()) {
+                        for &t in ts {
+                            emit(t);
+                        }
+                    }
                 }
-            }
-            self.prefix_ic.walk(f.iter().copied(), emit);
-            if !self.suffix_ic.is_empty() {
-                self.suffix_ic.walk(f.iter().rev().copied(), emit);
+                self.prefix_ic.walk(s.iter().map(low), emit);
+                if !self.suffix_ic.is_empty() {
+                    self.suffix_ic.walk(s.iter().rev().map(low), emit);
+                }
+            } else if let Ok(text) = std::str::from_utf8(s) {
+                let folded = fold_case(text);
+                let f = folded.as_bytes();
+                if let Some(ts) = self.equals_ic.get(f) {
+                    for &t in ts {
+                        emit(t);
+                    }
+                }
+                self.prefix_ic.walk(f.iter().copied(), emit);
+                if !self.suffix_ic.is_empty() {
+                    self.suffix_ic.walk(f.iter().rev().copied(), emit);
+                }
             }
         }
     }

@@ -55,6 +55,41 @@ pub(crate) fn string_end(buf: &[u8], mut i: usize) -> Res<(usize, bool)> {
     }
 }
 
+/// The first (up to) eight bytes of `key`, little-endian, zero-padded: with the length, an
+/// exact identity for keys of at most eight bytes and a cheap filter for longer ones.
+#[inline]
+pub(crate) fn key_head(key: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let k = key.len().min(8);
+    a[..k].copy_from_slice(&key[..k]);
+    u64::from_le_bytes(a)
+}
+
+/// Like [`string_end`] for an object key, also returning [`key_head`] of the raw contents (only
+/// meaningful when there are no escapes). Keys shorter than eight bytes cost one word load.
+#[inline(always)]
+pub(crate) fn key_end(buf: &[u8], i: usize) -> Res<(usize, bool, u64)> {
+    if i + 8 <= buf.len() {
+        let w = word(buf, i);
+        let m = eq_mask(w, b'"') | eq_mask(w, b'\\') | (w.wrapping_sub(LO * 0x20) & !w & HI);
+        if m == 0 {
+            let (e, esc) = string_end(buf, i + 8)?;
+            return Ok((e, esc, w));
+        }
+        let p = (m.trailing_zeros() / 8) as usize;
+        if buf[i + p] == b'"' {
+            let head = if p == 0 {
+                0
+            } else {
+                w & (u64::MAX >> (64 - 8 * p))
+            };
+            return Ok((i + p, false, head));
+        }
+    }
+    let (e, esc) = string_end(buf, i)?;
+    Ok((e, esc, key_head(&buf[i..e])))
+}
+
 fn hex4(buf: &[u8], i: usize) -> Res<u32> {
     let mut v = 0u32;
     for k in 0..4 {

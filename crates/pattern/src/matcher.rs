@@ -36,21 +36,40 @@ use std::sync::{Arc, Mutex};
 
 const NONE: u32 = u32::MAX;
 
+/// One child of a path node in the short (linear) form.
+#[derive(Debug, Clone)]
+struct KeyEntry {
+    /// [`json::key_head`] of the key.
+    head: u64,
+    len: usize,
+    node: u32,
+    key: Box<[u8]>,
+}
+
 /// Child lookup by raw key bytes; yields (node, ordinal among siblings).
 #[derive(Debug, Clone)]
 enum Children {
-    Small(Vec<(Box<[u8]>, u32)>),
+    /// Few children: compared by (length, first eight bytes), then the rest.
+    Small(Vec<KeyEntry>),
     Map(HashMap<Box<[u8]>, (u32, u32), RandomState>),
 }
 
 impl Children {
-    #[inline]
-    fn get(&self, key: &[u8]) -> Option<(u32, u32)> {
+    /// `head` is [`json::key_head`] of `key`.
+    #[inline(always)]
+    fn get(&self, key: &[u8], head: u64) -> Option<(u32, u32)> {
         match self {
-            Children::Small(v) => v
-                .iter()
-                .position(|(k, _)| k.len() == key.len() && k.first() == key.first() && **k == *key)
-                .map(|p| (v[p].1, p as u32)),
+            Children::Small(v) => {
+                for (p, e) in v.iter().enumerate() {
+                    if e.head == head
+                        && e.len == key.len()
+                        && (e.len <= 8 || e.key[8..] == key[8..])
+                    {
+                        return Some((e.node, p as u32));
+                    }
+                }
+                None
+            }
             Children::Map(m) => m.get(key).copied(),
         }
     }
@@ -186,7 +205,7 @@ impl<Id: Clone> Compiled<Id> {
         let mut at = 0usize;
         for seg in path {
             let key = seg.as_bytes();
-            at = match self.nodes[at].children.get(key) {
+            at = match self.nodes[at].children.get(key, json::key_head(key)) {
                 Some((n, _)) => n as usize,
                 None => {
                     let id = self.nodes.len() as u32;
@@ -197,12 +216,17 @@ impl<Id: Clone> Compiled<Id> {
                     });
                     match &mut self.nodes[at].children {
                         Children::Small(v) => {
-                            v.push((key.into(), id));
+                            v.push(KeyEntry {
+                                head: json::key_head(key),
+                                len: key.len(),
+                                node: id,
+                                key: key.into(),
+                            });
                             if v.len() > 6 {
                                 let m = v
                                     .drain(..)
                                     .enumerate()
-                                    .map(|(o, (k, n))| (k, (n, o as u32)))
+                                    .map(|(o, e)| (e.key, (e.node, o as u32)))
                                     .collect();
                                 self.nodes[at].children = Children::Map(m);
                             }
@@ -304,7 +328,7 @@ pub struct Scratch {
     trail: Vec<Step>,
     arrays: u32,
     cands: Vec<u32>,
-    fold: String,
+    fold: Vec<u8>,
     unescaped: Vec<u8>,
     key: Vec<u8>,
     lists: Vec<Span>,
@@ -387,9 +411,14 @@ impl<Id> Scan<'_, '_, Id> {
             return err(i, "event nests too deeply");
         }
         let buf = self.buf;
-        let wanted = self.c.nodes[node].children.len();
-        let mut seen: smallvec::SmallVec<[u64; 1]> = smallvec::SmallVec::new();
-        seen.resize(wanted.div_ceil(64), 0);
+        let children = &self.c.nodes[node].children;
+        let wanted = children.len();
+        // Keys seen so far, by ordinal: one word inline, more only for wide nodes.
+        let mut seen_lo = 0u64;
+        let mut seen_hi: smallvec::SmallVec<[u64; 0]> = smallvec::SmallVec::new();
+        if wanted > 64 {
+            seen_hi.resize((wanted - 64).div_ceil(64), 0);
+        }
         let mut found = 0usize;
         i = json::skip_ws(buf, i + 1);
         if buf.get(i) == Some(&b'}') {
@@ -399,26 +428,33 @@ impl<Id> Scan<'_, '_, Id> {
             if buf.get(i) != Some(&b'"') {
                 return err(i, "expected a key");
             }
-            let (kend, escaped) = json::string_end(buf, i + 1)?;
-            let raw = &buf[i + 1..kend];
+            let (kend, escaped, head) = json::key_end(buf, i + 1)?;
             let child = if escaped {
                 let mut key = std::mem::take(&mut self.s.key);
-                json::unescape(raw, i + 1, &mut key)?;
-                let c = self.c.nodes[node].children.get(&key);
+                json::unescape(&buf[i + 1..kend], i + 1, &mut key)?;
+                let c = children.get(&key, json::key_head(&key));
                 self.s.key = key;
                 c
             } else {
-                self.c.nodes[node].children.get(raw)
+                children.get(&buf[i + 1..kend], head)
             };
-            i = json::skip_ws(buf, kend + 1);
+            i = kend + 1;
             if buf.get(i) != Some(&b':') {
-                return err(i, "expected ':'");
+                i = json::skip_ws(buf, i);
+                if buf.get(i) != Some(&b':') {
+                    return err(i, "expected ':'");
+                }
             }
             i = json::skip_ws(buf, i + 1);
             let child = child.filter(|&(_, ord)| {
-                let (w, bit) = (ord as usize / 64, 1u64 << (ord % 64));
-                let first = seen[w] & bit == 0;
-                seen[w] |= bit;
+                let ord = ord as usize;
+                let (w, bit) = if ord < 64 {
+                    (&mut seen_lo, 1u64 << ord)
+                } else {
+                    (&mut seen_hi[(ord - 64) / 64], 1u64 << (ord % 64))
+                };
+                let first = *w & bit == 0;
+                *w |= bit;
                 first
             });
             i = match child {
@@ -432,11 +468,17 @@ impl<Id> Scan<'_, '_, Id> {
                     e
                 }
             };
-            i = json::skip_ws(buf, i);
             let more = match buf.get(i) {
                 Some(b',') => true,
                 Some(b'}') => return Ok(i + 1),
-                _ => return err(i, "expected ',' or '}'"),
+                _ => {
+                    i = json::skip_ws(buf, i);
+                    match buf.get(i) {
+                        Some(b',') => true,
+                        Some(b'}') => return Ok(i + 1),
+                        _ => return err(i, "expected ',' or '}'"),
+                    }
+                }
             };
             if more && found == wanted {
                 if can_stop {
@@ -445,7 +487,10 @@ impl<Id> Scan<'_, '_, Id> {
                 }
                 return json::skip_rest(buf, i);
             }
-            i = json::skip_ws(buf, i + 1);
+            i += 1;
+            if buf.get(i) != Some(&b'"') {
+                i = json::skip_ws(buf, i);
+            }
         }
     }
 
