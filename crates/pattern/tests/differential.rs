@@ -173,6 +173,16 @@ fn pattern_at(full: bool, depth: u32, level: Option<usize>) -> BoxedStrategy<Val
     }
 }
 
+/// Whether a pattern contains a number literal anywhere (exact or inside an operator).
+fn has_number_literal(v: &Value) -> bool {
+    match v {
+        Value::Number(_) => true,
+        Value::Array(a) => a.iter().any(has_number_literal),
+        Value::Object(o) => o.values().any(has_number_literal),
+        _ => false,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
 
@@ -211,10 +221,14 @@ proptest! {
         let mut q = quamina::Quamina::<usize>::new();
         let m = Matcher::<usize>::new();
         let mut used = Vec::new();
+        let mut parsed = Vec::new();
         for (i, p) in patterns.iter().enumerate() {
             let text = p.to_string();
-            if Pattern::parse(&text).is_ok() && q.add_pattern(i, &text).is_ok() {
+            if let Ok(pat) = Pattern::parse(&text)
+                && q.add_pattern(i, &text).is_ok()
+            {
                 m.add_pattern(i, &text).unwrap();
+                parsed.push((i, pat, has_number_literal(p)));
                 used.push(text);
             }
         }
@@ -225,7 +239,24 @@ proptest! {
             let mut theirs = q.matches_for_event(text.as_bytes()).unwrap();
             theirs.sort_unstable();
             theirs.dedup();
-            prop_assert_eq!(ours, theirs, "event {} patterns {:?}", text, used);
+            // Known quamina-rs 0.7 bug: an exact number literal sometimes matches a different
+            // value when the field also has other (numeric-range, anything-but, ...) patterns,
+            // e.g. `{"b":[-2.0]}` matching `{"b":0}` next to `{"b":[{"numeric":[">=",-2.0]}]}`.
+            // Where ours equals the reference semantics and quamina differs only on rules with a
+            // number literal, the difference is quamina's.
+            let reference: Vec<usize> = parsed
+                .iter()
+                .filter(|(_, p, _)| matches_value(p, ev))
+                .map(|(i, _, _)| *i)
+                .collect();
+            let quamina_numeric_bug = ours == reference
+                && parsed
+                    .iter()
+                    .filter(|(i, _, _)| ours.contains(i) != theirs.contains(i))
+                    .all(|(_, _, number)| *number);
+            if !quamina_numeric_bug {
+                prop_assert_eq!(ours, theirs, "event {} patterns {:?}", text, used);
+            }
         }
     }
 }
