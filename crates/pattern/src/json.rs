@@ -302,21 +302,20 @@ fn pack(m: u64) -> u64 {
     ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
 }
 
-/// Bit masks over 64 bytes: (quotes, any backslash (nonzero or not), opening brackets,
-/// closing brackets).
+/// Bit masks over 64 bytes known to hold no backslash: (quotes, opening brackets, closing
+/// brackets).
 #[inline(always)]
-fn masks64(block: &[u8]) -> (u64, u64, u64, u64) {
-    let (mut q, mut bs, mut o, mut c) = (0u64, 0u64, 0u64, 0u64);
+fn masks64(block: &[u8]) -> (u64, u64, u64) {
+    let (mut q, mut o, mut c) = (0u64, 0u64, 0u64);
     for k in 0..8 {
         let w = word(block, 8 * k);
         let x = w | (LO * 0x20);
         let sh = 8 * k as u32;
         q |= pack(eq_exact(w, b'"')) << sh;
-        bs |= eq_mask(w, b'\\');
         o |= pack(eq_exact(x, b'{')) << sh;
         c |= pack(eq_exact(x, b'}')) << sh;
     }
-    (q, bs, o, c)
+    (q, o, c)
 }
 
 /// Inclusive prefix XOR: bit k = XOR of bits 0..=k.
@@ -375,9 +374,15 @@ fn skip_nested(buf: &[u8], start: usize, depth: usize) -> Res<usize> {
         }
     }
     let mut in_str = false;
+    // Bytes before `clean_to` hold no backslash: found a window ahead at a time with `memchr`
+    // (vectorised), so the block classifier need not look for escapes.
+    let mut clean_to = i;
     while i + 64 <= n {
-        let (q, bs, o, c) = masks64(&buf[i..i + 64]);
-        if bs != 0 {
+        if i + 64 > clean_to {
+            let end = (i + 1024).min(n);
+            clean_to = memchr::memchr(b'\\', &buf[i..end]).map_or(end, |p| i + p);
+        }
+        if i + 64 > clean_to {
             let end = i + 64;
             while i < end {
                 if let Some(done) = scalar_step(buf, &mut i, &mut depth, &mut in_str) {
@@ -386,6 +391,7 @@ fn skip_nested(buf: &[u8], start: usize, depth: usize) -> Res<usize> {
             }
             continue;
         }
+        let (q, o, c) = masks64(&buf[i..i + 64]);
         if o | c == 0 {
             // no brackets: only the string state carries over
             in_str ^= q.count_ones() & 1 == 1;
