@@ -108,6 +108,22 @@ pub struct ServeArgs {
     /// Allow delivery destinations on private networks (10/8, 172.16/12, 192.168/16, fc00::/7).
     #[arg(long, env = "SLUICE_OUTBOUND_ALLOW_PRIVATE")]
     pub outbound_allow_private: bool,
+    /// How long Firehose caches secret values, in seconds [default: 600].
+    #[arg(long, env = "SLUICE_SECRET_CACHE_TTL")]
+    pub secret_cache_ttl: Option<u64>,
+    /// Folder of the local object store for Firehose backups [default: <data-dir>/objects].
+    #[arg(long, env = "SLUICE_OBJECTS_DIR")]
+    pub objects_dir: Option<PathBuf>,
+    /// Write Firehose objects to this S3-compatible endpoint instead of a local folder
+    /// (credentials from SLUICE_S3_ACCESS_KEY_ID / SLUICE_S3_SECRET_ACCESS_KEY).
+    #[arg(long, env = "SLUICE_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Region of the S3-compatible store [default: the served region].
+    #[arg(long, env = "SLUICE_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow a plain-http S3 endpoint.
+    #[arg(long, env = "SLUICE_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
 }
 
 /// Flags of `sluice audit`.
@@ -171,6 +187,32 @@ pub fn serve_config(a: &ServeArgs) -> anyhow::Result<Config> {
         allow_http: !a.outbound_https_only && file.outbound_allow_http.unwrap_or(true),
         allow_loopback: !a.outbound_deny_loopback && file.outbound_allow_loopback.unwrap_or(true),
         allow_private: a.outbound_allow_private || file.outbound_allow_private.unwrap_or(false),
+    };
+    if let Some(t) = a.secret_cache_ttl.or(file.secret_cache_ttl_secs) {
+        cfg.secret_cache_ttl = std::time::Duration::from_secs(t);
+    }
+    cfg.objects = match a.s3_endpoint.clone().or(file.s3_endpoint.clone()) {
+        Some(endpoint) => Some(sluice_firehose::ObjectsConfig::S3 {
+            endpoint: Some(endpoint),
+            region: a
+                .s3_region
+                .clone()
+                .or(file.s3_region.clone())
+                .unwrap_or_else(|| cfg.region.clone()),
+            access_key_id: std::env::var("SLUICE_S3_ACCESS_KEY_ID")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            secret_access_key: std::env::var("SLUICE_S3_SECRET_ACCESS_KEY")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(zeroize::Zeroizing::new),
+            allow_http: a.s3_allow_http || file.s3_allow_http.unwrap_or(false),
+        }),
+        None => a
+            .objects_dir
+            .clone()
+            .or(file.objects_dir.clone())
+            .map(sluice_firehose::ObjectsConfig::Local),
     };
     if let Some(s) = &file.sqlite_sync {
         cfg.sqlite_full_sync = match s.as_str() {

@@ -39,6 +39,16 @@ pub struct FileConfig {
     pub outbound_allow_loopback: Option<bool>,
     /// Outbound deliveries may reach private-network addresses (default false).
     pub outbound_allow_private: Option<bool>,
+    /// How long Firehose caches a secret value, seconds (default 600).
+    pub secret_cache_ttl_secs: Option<u64>,
+    /// Folder of the local object store (default `<data_dir>/objects`).
+    pub objects_dir: Option<PathBuf>,
+    /// S3-compatible object store endpoint (instead of the local folder).
+    pub s3_endpoint: Option<String>,
+    /// Region of the S3-compatible store (default: the served region).
+    pub s3_region: Option<String>,
+    /// Allow a plain-http S3 endpoint (default false).
+    pub s3_allow_http: Option<bool>,
 }
 
 /// The resolved configuration of `sluice serve`.
@@ -67,6 +77,14 @@ pub struct Config {
     /// Which destinations API destinations and Firehose endpoints may reach (default: http and
     /// loopback allowed, private networks refused, link-local never).
     pub outbound: sluice_outbound::OutboundPolicy,
+    /// How long Firehose caches secret values (default 10 minutes; a stream's tag
+    /// `sluice:secret-cache-ttl-seconds` overrides it).
+    pub secret_cache_ttl: std::time::Duration,
+    /// Where Firehose writes objects (`None`: the folder `<data_dir>/objects`).
+    pub objects: Option<sluice_firehose::ObjectsConfig>,
+    /// Factor on every Firehose retry wait (1.0 = AWS's 1 s .. 120 s schedule; tests and
+    /// demos shrink it). `SLUICE_FIREHOSE_BACKOFF_SCALE` sets it for `sluice serve`.
+    pub firehose_backoff_scale: Option<f64>,
 }
 
 impl Config {
@@ -84,6 +102,9 @@ impl Config {
             allow_aws_sources: false,
             metrics: true,
             outbound: sluice_outbound::OutboundPolicy::default(),
+            secret_cache_ttl: std::time::Duration::from_secs(600),
+            objects: None,
+            firehose_backoff_scale: None,
         }
     }
 

@@ -6,6 +6,7 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod firehose;
 pub mod server;
 pub mod services;
 pub mod tools;

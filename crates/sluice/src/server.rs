@@ -62,12 +62,18 @@ pub struct RunningServer {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     root_pair: AccessKeyPair,
     events: Option<sluice_events::Events>,
+    firehose: Option<sluice_firehose::Firehose>,
 }
 
 impl RunningServer {
     /// The EventBridge service (metrics, dead letters, redrive).
     pub fn events(&self) -> Option<&sluice_events::Events> {
         self.events.as_ref()
+    }
+
+    /// The Firehose service (delivery errors, metrics).
+    pub fn firehose(&self) -> Option<&sluice_firehose::Firehose> {
+        self.firehose.as_ref()
     }
 
     /// The address it listens on.
@@ -179,6 +185,8 @@ pub async fn start_with(
     let (tx, rx) = oneshot::channel::<()>();
     let events = state.services.events.clone();
     let events_workers = events.as_ref().map(|e| e.start_workers());
+    let firehose = state.services.firehose.clone();
+    let firehose_workers = firehose.as_ref().map(|f| f.start_workers());
     let maintenance = tokio::spawn(maintenance_loop(
         kms.clone(),
         state.services.secrets.clone(),
@@ -201,6 +209,9 @@ pub async fn start_with(
         if let Some(w) = events_workers {
             w.stop().await;
         }
+        if let Some(w) = firehose_workers {
+            w.stop().await;
+        }
         let closed = store.close().await;
         drop(lock);
         tracing::info!(
@@ -218,6 +229,7 @@ pub async fn start_with(
         task,
         root_pair,
         events,
+        firehose,
     })
 }
 
@@ -397,6 +409,9 @@ async fn metrics_text(st: &AppState) -> String {
         ] {
             counter(name, help, kind, v);
         }
+    }
+    if let Some(f) = &st.services.firehose {
+        out.push_str(&f.metrics_text());
     }
     out
 }

@@ -48,6 +48,8 @@ pub struct Services {
     pub iam: Option<Arc<sluice_iam::Iam>>,
     /// EventBridge (the server starts its delivery workers; `sluice dlq` and metrics use it).
     pub events: Option<sluice_events::Events>,
+    /// Firehose (the server starts its delivery workers; metrics use it).
+    pub firehose: Option<sluice_firehose::Firehose>,
 }
 
 impl Services {
@@ -129,6 +131,12 @@ impl Services {
             });
         }
         s.add_json(Arc::new(events.clone()));
+
+        // Firehose after EventBridge: rules can target delivery streams.
+        let firehose = crate::firehose::build(d, &s)?;
+        events.add_target_kind(Arc::new(firehose.target()));
+        s.add_json(Arc::new(firehose.clone()));
+        s.firehose = Some(firehose);
         s.events = Some(events);
 
         s.add_json(Arc::new(crate::authz::CloudTrail::new(

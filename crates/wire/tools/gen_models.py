@@ -48,6 +48,14 @@ SHAPE_KEYS = {
 }
 MEMBER_KEYS = ["sensitive", "idempotencyToken"]
 
+# Deliberate relaxations of AWS's constraints, by (service, shape): the service enforces the
+# AWS rule itself when the operator's configuration asks for it (docs/specs/firehose.md).
+OVERRIDES = {
+    # Firehose endpoints: AWS accepts only https; sluice also accepts http when the operator's
+    # outbound policy allows it (`outbound_allow_http`), and then checks the URL itself.
+    ("firehose", "HttpEndpointUrl"): {"pattern": "https?://.*"},
+}
+
 
 class Source:
     """Reads `data/<service>/<version>/service-2.json[.gz]` from a directory or a wheel."""
@@ -127,6 +135,7 @@ def compact(service, model):
         for k in SHAPE_KEYS[typ]:
             if k in src:
                 out[k] = src[k]
+        out.update(OVERRIDES.get((service, name), {}))
         if typ == "structure":
             members = {}
             for mname, m in src.get("members", {}).items():

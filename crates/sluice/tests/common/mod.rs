@@ -84,6 +84,10 @@ impl TestServer {
         aws_sdk_sts::Client::new(&self.sdk_config().await)
     }
 
+    pub async fn firehose(&self) -> aws_sdk_firehose::Client {
+        aws_sdk_firehose::Client::new(&self.sdk_config().await)
+    }
+
     /// An SDK config signing with other credentials (an IAM user's key, STS session credentials).
     pub async fn sdk_config_as(
         &self,

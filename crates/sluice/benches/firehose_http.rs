@@ -1,0 +1,2 @@
+//! Load harness for Firehose (written below).
+fn main() {}
