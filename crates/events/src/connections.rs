@@ -705,6 +705,7 @@ pub(crate) async fn secret_failure_reason(
             .kms
             .explain_access(&ctx.via("secretsmanager"), &key, &action, &enc)
             .await
+            .map(|w| w.replace(" (see the failed elements below)", ""))
             .unwrap_or_else(|| kms_msg.to_string());
         let mut r = format!(
             "KMS refused {action} on key {key} while Secrets Manager was {doing} the connection secret {secret_arn} for EventBridge's service-linked role ({}): {why}",
@@ -719,7 +720,12 @@ pub(crate) async fn secret_failure_reason(
     }
     match e.code.as_ref() {
         "EncryptionFailure" | "DecryptionFailure" => format!(
-            "KMS could not be used with key {} while Secrets Manager was {doing} the connection secret {secret_arn} ({}): {msg}",
+            "KMS {} with key {} failed while Secrets Manager was {doing} the connection secret {secret_arn} ({}): {msg}",
+            if doing == "opening" {
+                "Decrypt"
+            } else {
+                "GenerateDataKey"
+            },
             key_desc(rec),
             e.code
         ),
@@ -1037,7 +1043,7 @@ pub(crate) async fn create(
     Ok(Out {
         resp: short(&rec),
         batch,
-        post: vec![Post::Connection(name.to_string(), Some(rec))],
+        post: vec![Post::Connection(name.to_string(), Some(Box::new(rec)))],
     })
 }
 
@@ -1164,7 +1170,7 @@ pub(crate) async fn update(
     Ok(Out {
         resp: short(&rec),
         batch,
-        post: vec![Post::Connection(name.to_string(), Some(rec))],
+        post: vec![Post::Connection(name.to_string(), Some(Box::new(rec)))],
     })
 }
 
@@ -1199,7 +1205,7 @@ pub(crate) async fn deauthorize(
     Ok(Out {
         resp: short(&rec),
         batch,
-        post: vec![Post::Connection(name.to_string(), Some(rec))],
+        post: vec![Post::Connection(name.to_string(), Some(Box::new(rec)))],
     })
 }
 

@@ -368,9 +368,11 @@ impl Dispatcher {
                 rec.last_error = Some(format!("{}: {}", e.code, e.message));
                 // The more conservative of the backoff and the target's Retry-After.
                 let due = now
-                    + self
-                        .backoff_ms(rec.attempt)
-                        .max(e.retry_after_ms.unwrap_or(0).min(self.core.cfg.retry_cap_ms));
+                    + self.backoff_ms(rec.attempt).max(
+                        e.retry_after_ms
+                            .unwrap_or(0)
+                            .min(self.core.cfg.retry_cap_ms),
+                    );
                 batch = batch.put(
                     NS_DUE,
                     queue_key(due, &id),

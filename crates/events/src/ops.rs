@@ -69,7 +69,7 @@ fn tags_out(t: &BTreeMap<String, String>) -> Value {
 pub(crate) enum Post {
     Bus(String, Option<BusRecord>),
     Rule(RuleId, Option<RuleRecord>),
-    Connection(String, Option<crate::model::ConnectionRecord>),
+    Connection(String, Option<Box<crate::model::ConnectionRecord>>),
     ApiDestination(String, Option<crate::model::ApiDestinationRecord>),
 }
 
@@ -173,7 +173,7 @@ pub(crate) async fn dispatch(
                         core.matchers.write().remove(&name);
                     }
                     Post::Rule(key, r) => core.install_rule(r, &key),
-                    Post::Connection(name, c) => core.conns.install_connection(name, c),
+                    Post::Connection(name, c) => core.conns.install_connection(name, c.map(|c| *c)),
                     Post::ApiDestination(name, d) => core.conns.install_api_destination(name, d),
                 }
             }
