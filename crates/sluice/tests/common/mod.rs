@@ -41,6 +41,21 @@ impl TestServer {
         s
     }
 
+    /// Starts with the test configuration changed by `f` (e.g. `allow_aws_sources`).
+    pub async fn start_configured(f: impl FnOnce(&mut Config)) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = config(tmp.path());
+        f(&mut cfg);
+        let server = sluice::server::start_with(cfg, std::future::pending())
+            .await
+            .expect("server starts");
+        Self {
+            server: Some(server),
+            dir: tmp.path().to_path_buf(),
+            _tmp: Some(tmp),
+        }
+    }
+
     pub async fn start_in(dir: &Path) -> Self {
         let server = sluice::server::start_with(config(dir), std::future::pending())
             .await

@@ -1,0 +1,235 @@
+//! Load harness: events delivered through an EventBridge API destination (API-key connection,
+//! credentials in a KMS-sealed managed secret) to a local HTTP receiver, and the accuracy of
+//! InvocationRateLimitPerSecond.
+//!
+//! Setup: an in-process server on 127.0.0.1 (`synchronous=FULL` unless
+//! `SLUICE_BENCH_SYNC=normal`), an axum receiver on 127.0.0.1 that answers 200 and records the
+//! arrival time of each request, one API-key connection, and per scenario one API destination
+//! and one rule (`{"source":["bench-<scenario>"]}`) targeting it.
+//!
+//! - **throughput**: rate limit 1,000,000/s (so it never binds). `SLUICE_BENCH_EVENTS` events
+//!   (default 20,000) are put by 8 concurrent clients, 10 entries per PutEvents request; the
+//!   result is events delivered per second, from the first PutEvents to the last delivery, and
+//!   the invocation latency distribution is not measured (the receiver is local).
+//! - **rate 50 / rate 300**: the API destination's limit is 50 (resp. 300); `6 x rate` events
+//!   are put at once (faster than the limit), and the achieved rate is
+//!   `(n - 1) / (last arrival - first arrival)` over all deliveries, and over the steady part
+//!   (arrivals after the first second).
+//!
+//! Each scenario runs `SLUICE_BENCH_RUNS` times (default 3); the harness prints every run and the
+//! medians. Run: `cargo bench -p sluice --bench apidest_http`.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod support;
+
+use support::{AKID, SECRET, env_or, signed};
+
+struct Rx {
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    addr: std::net::SocketAddr,
+}
+
+async fn receiver() -> Rx {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a2 = arrivals.clone();
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let a = a2.clone();
+        async move {
+            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+            a.lock().unwrap().push(Instant::now());
+            "ok"
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    Rx { arrivals, addr }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        return;
+    }
+    let runs = env_or("SLUICE_BENCH_RUNS", 3) as usize;
+    let n_events = env_or("SLUICE_BENCH_EVENTS", 20_000) as usize;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+        cfg.sqlite_full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
+        let server = sluice::server::start_with(cfg, std::future::pending())
+            .await
+            .unwrap();
+        let endpoint = format!("http://{}", server.addr());
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(16)
+            .build()
+            .unwrap();
+        let call = |op: &str, body: serde_json::Value| {
+            let body = body.to_string();
+            let headers = signed(&endpoint, "events", &format!("AWSEvents.{op}"), &body);
+            let mut r = http.post(format!("{endpoint}/")).body(body);
+            for (k, v) in &headers {
+                r = r.header(k, v);
+            }
+            async move {
+                let resp = r.send().await.unwrap();
+                let ok = resp.status().is_success();
+                let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                assert!(ok, "{v}");
+                v
+            }
+        };
+        let rx = receiver().await;
+        let conn = call(
+            "CreateConnection",
+            serde_json::json!({"Name": "bench", "AuthorizationType": "API_KEY",
+                "AuthParameters": {"ApiKeyAuthParameters": {"ApiKeyName": "x-api-key", "ApiKeyValue": "bench-key"}}}),
+        )
+        .await;
+        assert_eq!(conn["ConnectionState"], "AUTHORIZED");
+        let conn_arn = conn["ConnectionArn"].as_str().unwrap().to_string();
+
+        // Puts `n` events with `source` from 8 clients, 10 per request.
+        let put_all = |source: String, n: usize| {
+            let endpoint = endpoint.clone();
+            let http = http.clone();
+            async move {
+                let entries: Vec<serde_json::Value> = (0..10)
+                    .map(|j| serde_json::json!({"Source": source, "DetailType": "Bench",
+                        "Detail": serde_json::json!({"n": j, "payload": "x".repeat(200)}).to_string()}))
+                    .collect();
+                let body = serde_json::json!({"Entries": entries}).to_string();
+                let headers = signed(&endpoint, "events", "AWSEvents.PutEvents", &body);
+                let requests = n.div_ceil(10);
+                let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                let mut tasks = Vec::new();
+                for _ in 0..8 {
+                    let (http, endpoint, body, headers, next) =
+                        (http.clone(), endpoint.clone(), body.clone(), headers.clone(), next.clone());
+                    tasks.push(tokio::spawn(async move {
+                        while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                            let mut r = http.post(format!("{endpoint}/")).body(body.clone());
+                            for (k, v) in &headers {
+                                r = r.header(k, v);
+                            }
+                            let v: serde_json::Value = r.send().await.unwrap().json().await.unwrap();
+                            assert_eq!(v["FailedEntryCount"], 0, "{v}");
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                requests * 10
+            }
+        };
+
+        let mut scenario = 0;
+        let mut setup = |rate: u64| {
+            scenario += 1;
+            let name = format!("s{scenario}");
+            let url = format!("http://{}/in/{name}", rx.addr);
+            let conn_arn = conn_arn.clone();
+            let call = &call;
+            async move {
+                let d = call(
+                    "CreateApiDestination",
+                    serde_json::json!({"Name": name, "ConnectionArn": conn_arn,
+                        "InvocationEndpoint": url, "HttpMethod": "POST",
+                        "InvocationRateLimitPerSecond": rate}),
+                )
+                .await;
+                let source = format!("bench-{name}");
+                call("PutRule", serde_json::json!({"Name": name,
+                    "EventPattern": serde_json::json!({"source": [source]}).to_string()})).await;
+                call("PutTargets", serde_json::json!({"Rule": name,
+                    "Targets": [{"Id": "d", "Arn": d["ApiDestinationArn"]}]})).await;
+                source
+            }
+        };
+        let wait_for = |n: usize| {
+            let arrivals = rx.arrivals.clone();
+            async move {
+                let deadline = Instant::now() + Duration::from_secs(600);
+                loop {
+                    if arrivals.lock().unwrap().len() >= n {
+                        return;
+                    }
+                    assert!(Instant::now() < deadline, "deliveries stalled");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+
+        let mut tput = Vec::new();
+        for run in 0..runs {
+            let source = setup(1_000_000).await;
+            rx.arrivals.lock().unwrap().clear();
+            let t0 = Instant::now();
+            let n = put_all(source, n_events).await;
+            let acked = t0.elapsed().as_secs_f64();
+            wait_for(n).await;
+            let last = *rx.arrivals.lock().unwrap().iter().max().unwrap();
+            let secs = (last - t0).as_secs_f64();
+            let eps = n as f64 / secs;
+            println!(
+                "apidest_http throughput run={run} events={n} put_secs={acked:.2} delivered_secs={secs:.2} delivered_per_s={eps:.0}"
+            );
+            tput.push(eps);
+        }
+        println!("apidest_http throughput median delivered_per_s={:.0}", median(&mut tput));
+
+        for rate in [50u64, 300] {
+            let mut all = Vec::new();
+            let mut steady = Vec::new();
+            for run in 0..runs {
+                let source = setup(rate).await;
+                rx.arrivals.lock().unwrap().clear();
+                let n = put_all(source, (rate * 6) as usize).await;
+                wait_for(n).await;
+                let mut t = rx.arrivals.lock().unwrap().clone();
+                t.sort();
+                let first = t[0];
+                let span = (t[t.len() - 1] - first).as_secs_f64();
+                let a = (t.len() - 1) as f64 / span;
+                let later: Vec<&Instant> = t
+                    .iter()
+                    .filter(|x| (**x - first) >= Duration::from_secs(1))
+                    .collect();
+                let s = (later.len() - 1) as f64
+                    / (**later.last().unwrap() - *later[0]).as_secs_f64();
+                println!(
+                    "apidest_http rate limit={rate} run={run} events={n} span_secs={span:.2} achieved_per_s={a:.1} steady_per_s={s:.1} ratio={:.3}",
+                    a / rate as f64
+                );
+                all.push(a);
+                steady.push(s);
+            }
+            println!(
+                "apidest_http rate limit={rate} median achieved_per_s={:.1} steady_per_s={:.1} ratio={:.3}",
+                median(&mut all),
+                median(&mut steady),
+                median(&mut all.clone()) / rate as f64
+            );
+        }
+        let m = server.events().unwrap().metrics().await;
+        println!(
+            "apidest_http invocations={} failed={} dead_lettered={}",
+            m.invocations, m.failed_invocations, m.dead_lettered
+        );
+        server.shutdown().await.unwrap();
+    });
+}
