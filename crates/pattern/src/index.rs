@@ -240,6 +240,34 @@ impl FieldIndex {
         }
     }
 
+    /// Whether the (unescaped) string `s` could satisfy a condition of this field (for the
+    /// prefilter: any `anything-but` counts as possible).
+    pub(crate) fn could_match_str(&self, s: &[u8], fold: &mut Vec<u8>) -> bool {
+        let mut hit = !self.negs.is_empty();
+        if !hit {
+            self.eval_str(s, fold, &mut |_| hit = true);
+        }
+        hit
+    }
+
+    /// Like [`FieldIndex::could_match_str`] for a number token.
+    pub(crate) fn could_match_num(&self, tok: &[u8]) -> bool {
+        let mut hit = !self.negs.is_empty();
+        if !hit {
+            self.eval_num(tok, &mut |_| hit = true);
+        }
+        hit
+    }
+
+    /// Like [`FieldIndex::could_match_str`] for `true`, `false`, `null`.
+    pub(crate) fn could_match_literal(&self, lit: Option<bool>) -> bool {
+        let mut hit = !self.negs.is_empty();
+        if !hit {
+            self.eval_literal(lit, &mut |_| hit = true);
+        }
+        hit
+    }
+
     /// Emits targets satisfied by a number token.
     #[inline]
     pub(crate) fn eval_num(&self, tok: &[u8], emit: &mut impl FnMut(u32)) {

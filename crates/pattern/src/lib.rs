@@ -36,6 +36,7 @@ mod index;
 mod json;
 pub mod matcher;
 pub mod pattern;
+mod prefilter;
 
 pub use cond::{Condition, Literal, Scalar};
 pub use error::{EventError, PatternError};

@@ -27,6 +27,7 @@ use crate::eval::{Span, Step, search};
 use crate::index::{FieldIndex, NEG_BIT};
 use crate::json::{self, Res, err};
 use crate::pattern::{Limits, Pattern, PredicateKind};
+use crate::prefilter::Prefilter;
 use ahash::RandomState;
 use arc_swap::ArcSwap;
 use std::cell::RefCell;
@@ -118,6 +119,9 @@ pub struct Compiled<Id> {
     absent_slots: usize,
     negs: usize,
     max_event_depth: usize,
+    /// Early "no match" check (see `prefilter.rs`); `None` when some sub-rule can match
+    /// without any positive predicate.
+    prefilter: Option<Prefilter>,
     /// Unique per build, so a [`Scratch`] knows when it must resize.
     build_id: u64,
 }
@@ -144,6 +148,7 @@ impl<Id: Clone> Compiled<Id> {
             absent_slots: 0,
             negs: 0,
             max_event_depth: limits.max_event_depth,
+            prefilter: None,
             build_id: NEXT_BUILD.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let mut next_neg = 0u32;
@@ -198,6 +203,22 @@ impl<Id: Clone> Compiled<Id> {
             }
         }
         c.negs = next_neg as usize;
+        if c.always.is_empty() && !c.fields.is_empty() {
+            let mut leaf_keys = Vec::new();
+            for n in &c.nodes {
+                let mut add = |key: &[u8], child: u32| {
+                    let f = c.nodes[child as usize].field;
+                    if f != NONE {
+                        leaf_keys.push((key.to_vec(), f));
+                    }
+                };
+                match &n.children {
+                    Children::Small(v) => v.iter().for_each(|e| add(&e.key, e.node)),
+                    Children::Map(m) => m.iter().for_each(|(k, &(node, _))| add(k, node)),
+                }
+            }
+            c.prefilter = Some(Prefilter::new(leaf_keys));
+        }
         c
     }
 
@@ -276,6 +297,19 @@ impl<Id: Clone> Compiled<Id> {
     ) -> Result<(), EventError> {
         out.clear();
         scratch.prepare(self);
+        let i = json::skip_ws(event, 0);
+        if event.get(i) != Some(&b'{') {
+            return err(i, "event must be a JSON object");
+        }
+        if let Some(pf) = &self.prefilter
+            && scratch.prefilter_on()
+        {
+            let rejected = pf.rejects(event, &self.fields, &mut scratch.fold);
+            scratch.prefilter_outcome(rejected);
+            if rejected {
+                return Ok(());
+            }
+        }
         let mut sc = Scan {
             buf: event,
             stopped: false,
@@ -283,10 +317,6 @@ impl<Id: Clone> Compiled<Id> {
             s: scratch,
             out,
         };
-        let i = json::skip_ws(event, 0);
-        if event.get(i) != Some(&b'{') {
-            return err(i, "event must be a JSON object");
-        }
         let end = sc.object(i, 0, 0, true)?;
         let end = json::skip_ws(event, end);
         if !sc.stopped && end != event.len() {
@@ -332,12 +362,48 @@ pub struct Scratch {
     unescaped: Vec<u8>,
     key: Vec<u8>,
     lists: Vec<Span>,
+    /// Prefilter bookkeeping: attempts and rejections in the current window of
+    /// `PREFILTER_WINDOW` events, and events left to skip it after a window in which it
+    /// rejected too few to pay for itself.
+    pf_tries: u32,
+    pf_rejects: u32,
+    pf_off: u32,
 }
+
+/// Events per prefilter evaluation window.
+const PREFILTER_WINDOW: u32 = 64;
+/// Minimum rejections per window to keep the prefilter on.
+const PREFILTER_MIN_REJECTS: u32 = 16;
+/// Events matched without the prefilter after a poor window, before trying it again.
+const PREFILTER_PAUSE: u32 = 1024;
 
 impl Scratch {
     /// Fresh scratch space.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    #[inline]
+    fn prefilter_on(&mut self) -> bool {
+        if self.pf_off > 0 {
+            self.pf_off -= 1;
+            false
+        } else {
+            true
+        }
+    }
+
+    #[inline]
+    fn prefilter_outcome(&mut self, rejected: bool) {
+        self.pf_tries += 1;
+        self.pf_rejects += u32::from(rejected);
+        if self.pf_tries == PREFILTER_WINDOW {
+            if self.pf_rejects < PREFILTER_MIN_REJECTS {
+                self.pf_off = PREFILTER_PAUSE;
+            }
+            self.pf_tries = 0;
+            self.pf_rejects = 0;
+        }
     }
 
     fn prepare<Id>(&mut self, c: &Compiled<Id>) {
@@ -353,6 +419,9 @@ impl Scratch {
         let mut reset = false;
         if self.built_for != c.build_id {
             self.built_for = c.build_id;
+            self.pf_tries = 0;
+            self.pf_rejects = 0;
+            self.pf_off = 0;
             reset |= fit(&mut self.rule_stamp, c.ids.len());
             reset |= fit(&mut self.pred_stamp, c.preds.len());
             reset |= fit(&mut self.sub_stamp, c.subrules.len());
