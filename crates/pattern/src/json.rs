@@ -474,6 +474,36 @@ mod tests {
         None
     }
 
+    /// Valid JSON whose strings hold brackets, quotes-adjacent characters and escapes, at every
+    /// alignment, in containers long enough for the block phase.
+    #[test]
+    fn block_skip_exact_on_tricky_strings() {
+        let strings = [
+            r#""{z[Z}|]|""#,
+            r##""#tag""##,
+            r##""a\"#\\""##,
+            r#""zz{zz""#,
+            r#""|]|}""#,
+        ];
+        for pad in 0..70 {
+            for s in strings {
+                let mut doc = String::from("[");
+                doc.push_str(&" ".repeat(pad));
+                for k in 0..12 {
+                    doc.push_str(&format!(r#"{{"k{k}":{s},"n":[{k},{s}]}},"#));
+                }
+                doc.push_str(r#"{"z":"|"}]"#);
+                doc.push_str(",1]");
+                let buf = doc.as_bytes();
+                assert_eq!(
+                    skip_container(buf, 0).ok(),
+                    skip_oracle(buf, 0),
+                    "pad {pad} {s}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn block_skip_matches_oracle() {
         let pieces: &[&[u8]] = &[

@@ -217,7 +217,11 @@ impl<Id: Clone> Compiled<Id> {
                     Children::Map(m) => m.iter().for_each(|(k, &(node, _))| add(k, node)),
                 }
             }
-            c.prefilter = Some(Prefilter::new(leaf_keys));
+            let pf = Prefilter::new(leaf_keys);
+            // One substring search per distinct key: worth it only for a few keys.
+            if pf.keys() <= PREFILTER_MAX_KEYS {
+                c.prefilter = Some(pf);
+            }
         }
         c
     }
@@ -370,6 +374,8 @@ pub struct Scratch {
     pf_off: u32,
 }
 
+/// Most distinct leaf keys for which a snapshot gets a prefilter.
+const PREFILTER_MAX_KEYS: usize = 8;
 /// Events per prefilter evaluation window.
 const PREFILTER_WINDOW: u32 = 64;
 /// Minimum rejections per window to keep the prefilter on.

@@ -50,6 +50,11 @@ impl Prefilter {
         }
     }
 
+    /// Number of distinct keys searched per event.
+    pub(crate) fn keys(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Whether no rule can match `ev` (certain); `false` means "scan it".
     pub(crate) fn rejects(&self, ev: &[u8], fields: &[FieldIndex], fold: &mut Vec<u8>) -> bool {
         if memchr::memchr(b'\\', ev).is_some() {
