@@ -3,14 +3,20 @@
 //!
 //! Method: one Encrypt and one Decrypt request are signed with the official `aws-sigv4` crate at
 //! start and then sent repeatedly (SigV4 allows reuse within the 15-minute skew; the server
-//! verifies every request in full), so the client spends its CPU on HTTP only. Each of
+//! verifies every request in full), pre-encoded as HTTP/1.1 bytes and written by a minimal
+//! keep-alive client (`support::RawConn`), so the load generator takes little CPU. Each of
 //! `SLUICE_BENCH_CLIENTS` (default 64) tasks sends Encrypt then Decrypt in a loop over its own
 //! keep-alive connection for `SLUICE_BENCH_SECS` (default 10) seconds after a 2-second warm-up.
 //! Every request is a full server request: SigV4, JSON 1.1 validation, policy evaluation, AES-GCM,
 //! and a durable audit record (group-committed). Prints requests/s and latency percentiles.
 //!
+//! With `SLUICE_BENCH_PROCESS=1` the server is the release `sluice serve` binary in its own
+//! process instead of in-process, so the server's CPU time per request can be read apart from
+//! the load generator's (`server_cpu_us_per_req`, from `/proc/<pid>/stat`). The CPU figures do
+//! not depend on what else the shared machine runs; requests/s does.
+//!
 //! Run: `cargo bench -p sluice --bench kms_http` (env: SLUICE_BENCH_CLIENTS, SLUICE_BENCH_SECS,
-//! SLUICE_BENCH_SYNC=normal for synchronous=NORMAL).
+//! SLUICE_BENCH_SYNC=normal for synchronous=NORMAL, SLUICE_BENCH_PROCESS=1).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +24,9 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{AKID, SECRET, env_or, pct, signed};
+use support::{
+    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, pct, self_cpu_secs, signed,
+};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -32,15 +40,23 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
+        let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-        cfg.sqlite_full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
-        let server = sluice::server::start_with(cfg, std::future::pending())
-            .await
-            .unwrap();
-        let endpoint = format!("http://{}", server.addr());
+        let (server, process, endpoint) = if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
+            let p = ServerProcess::start(full_sync);
+            let e = p.endpoint.clone();
+            (None, Some(p), e)
+        } else {
+            let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+            cfg.sqlite_full_sync = full_sync;
+            let server = sluice::server::start_with(cfg, std::future::pending())
+                .await
+                .unwrap();
+            let e = format!("http://{}", server.addr());
+            (Some(server), None, e)
+        };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
             .build()
@@ -72,37 +88,29 @@ fn main() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let measuring = Arc::new(AtomicBool::new(false));
+        let enc_req = Arc::new(encode_post(&endpoint, &enc_headers, &enc_body));
+        let dec_req = Arc::new(encode_post(&endpoint, &dec_headers, &dec_body));
         let mut tasks = Vec::new();
         for _ in 0..clients {
-            let http = http.clone();
             let endpoint = endpoint.clone();
-            let (eh, eb, dh, db) = (
-                enc_headers.clone(),
-                enc_body.clone(),
-                dec_headers.clone(),
-                dec_body.clone(),
-            );
+            let (enc_req, dec_req) = (enc_req.clone(), dec_req.clone());
             let stop = stop.clone();
             let measuring = measuring.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(100_000);
                 let mut errors = 0u64;
                 let mut i = 0u64;
+                let mut conn = RawConn::connect(&endpoint).await.unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    let (h, b) = if i.is_multiple_of(2) { (&eh, &eb) } else { (&dh, &db) };
+                    let req = if i.is_multiple_of(2) { &enc_req } else { &dec_req };
                     i += 1;
                     let t = Instant::now();
-                    let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                    for (k, v) in h {
-                        r = r.header(k, v);
-                    }
-                    let ok = match r.send().await {
-                        Ok(resp) => {
-                            let st = resp.status();
-                            let _ = resp.bytes().await;
-                            st.is_success()
+                    let ok = match conn.roundtrip(req).await {
+                        Ok(st) => st == 200,
+                        Err(_) => {
+                            conn = RawConn::connect(&endpoint).await.unwrap();
+                            false
                         }
-                        Err(_) => false,
                     };
                     if measuring.load(Ordering::Relaxed) {
                         if ok {
@@ -118,9 +126,12 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         measuring.store(true, Ordering::Relaxed);
         let t0 = Instant::now();
+        let (self0, server0) = (self_cpu_secs(), process.as_ref().map(|p| p.cpu_secs()));
         tokio::time::sleep(Duration::from_secs(secs)).await;
         measuring.store(false, Ordering::Relaxed);
         let elapsed = t0.elapsed().as_secs_f64();
+        let self_cpu = self_cpu_secs() - self0;
+        let server_cpu = process.as_ref().map(|p| p.cpu_secs()).zip(server0).map(|(a, b)| a - b);
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         let mut errors = 0;
@@ -130,6 +141,18 @@ fn main() {
             errors += e;
         }
         all.sort_unstable();
+        let n = all.len().max(1) as f64;
+        match server_cpu {
+            Some(sc) => println!(
+                "cpu server_cpu_us_per_req={:.1} client_cpu_us_per_req={:.1}",
+                sc * 1e6 / n,
+                self_cpu * 1e6 / n
+            ),
+            None => println!(
+                "cpu process_cpu_us_per_req={:.1} (server and clients together)",
+                self_cpu * 1e6 / n
+            ),
+        }
         println!(
             "kms_http clients={clients} secs={secs} requests={} errors={errors} req_per_s={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
             all.len(),
@@ -139,6 +162,9 @@ fn main() {
             pct(&all, 0.99),
             pct(&all, 1.0),
         );
-        server.shutdown().await.unwrap();
+        if let Some(server) = server {
+            server.shutdown().await.unwrap();
+        }
+        drop(process);
     });
 }

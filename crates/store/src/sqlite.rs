@@ -433,32 +433,55 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(backend)?;
         let mut last_seq = to_u64(
-            tx.query_row("SELECT value FROM meta WHERE name = 'last_seq'", [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(backend)?,
+            tx.prepare_cached("SELECT value FROM meta WHERE name = 'last_seq'")
+                .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                .map_err(backend)?,
         )?;
+        let run = |sql: &str| {
+            tx.prepare_cached(sql)
+                .and_then(|mut s| s.execute([]))
+                .map_err(backend)
+        };
         for (batch, _) in group.iter() {
             let seq = last_seq + 1;
-            tx.execute_batch("SAVEPOINT batch").map_err(backend)?;
+            // A batch can fail half-way only on an `Expect` that follows a write; only such a
+            // batch needs a savepoint to undo its earlier ops. (Backend errors fail the whole
+            // group.) Most batches (audit appends, puts guarded by leading expectations) skip
+            // the two extra statements.
+            if batch.ops.len() > usize::from(u16::MAX) + 1
+                && batch.ops.iter().any(|o| matches!(o, Op::Append { .. }))
+            {
+                results.push(Err(StoreError::Backend(
+                    "a batch with appends holds at most 65536 ops".into(),
+                )));
+                continue;
+            }
+            let savepoint = needs_savepoint(batch);
+            if savepoint {
+                run("SAVEPOINT batch")?;
+            }
             match apply_batch(&tx, batch, seq) {
                 Ok(()) => {
-                    tx.execute_batch("RELEASE batch").map_err(backend)?;
+                    if savepoint {
+                        run("RELEASE batch")?;
+                    }
                     last_seq = seq;
                     results.push(Ok(seq));
                 }
-                Err(e) => {
-                    tx.execute_batch("ROLLBACK TO batch; RELEASE batch")
-                        .map_err(backend)?;
-                    results.push(Err(e));
+                Err(StoreError::Conflict) => {
+                    if savepoint {
+                        run("ROLLBACK TO batch")?;
+                        run("RELEASE batch")?;
+                    }
+                    results.push(Err(StoreError::Conflict));
                 }
+                Err(e) => return Err(e),
             }
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE name = 'last_seq'",
-            params![to_i64(last_seq)?],
-        )
-        .map_err(backend)?;
+        let last = to_i64(last_seq)?;
+        tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'last_seq'")
+            .and_then(|mut s| s.execute(params![last]))
+            .map_err(backend)?;
         tx.commit().map_err(backend)
     })();
     if outcome.is_ok() {
@@ -481,6 +504,20 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters
         // The caller may have gone away (its future dropped); the write stands regardless.
         let _ = reply.send(result);
     }
+}
+
+/// Whether an `Expect` of `batch` comes after one of its writes (so a conflict would have to
+/// undo writes already made).
+fn needs_savepoint(batch: &Batch) -> bool {
+    let mut wrote = false;
+    for op in &batch.ops {
+        match op {
+            Op::Expect { .. } if wrote => return true,
+            Op::Expect { .. } => {}
+            _ => wrote = true,
+        }
+    }
+    false
 }
 
 const UPSERT: &str = "INSERT INTO kv (ns, key, value, version) VALUES (?1, ?2, ?3, ?4)
