@@ -120,6 +120,11 @@ pub fn slr_policy() -> String {
     .to_string()
 }
 
+fn slr_policy_text() -> &'static str {
+    static TEXT: OnceLock<String> = OnceLock::new();
+    TEXT.get_or_init(slr_policy)
+}
+
 /// What API destinations need besides the EventBridge store: Secrets Manager (the connection
 /// secrets), KMS (explaining refusals), IAM (the service-linked role) and the outbound client.
 #[derive(Debug, Clone)]
@@ -166,7 +171,7 @@ impl Runtime {
     pub(crate) async fn slr_ctx(&self, core: &Core) -> Result<CallContext, AwsError> {
         let arn = self
             .iam
-            .ensure_service_linked_role(SLR_SERVICE, SLR_POLICY_NAME, &slr_policy())
+            .ensure_service_linked_role(SLR_SERVICE, SLR_POLICY_NAME, slr_policy_text())
             .await?;
         let cached = self.slr.lock().clone();
         let principal = match cached {

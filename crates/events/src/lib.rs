@@ -1,5 +1,6 @@
 //! EventBridge for sluice: event buses, rules, targets, `PutEvents` with durable delivery,
-//! retries with backoff, dead letters, scheduled rules, and bus-to-bus targets.
+//! retries with backoff, dead letters, scheduled rules, bus-to-bus targets, and connections
+//! and API destinations (HTTP endpoints invoked with credentials sealed under KMS).
 //!
 //! # Design constraints
 //! - **No acknowledged event is lost.** `PutEvents` matches every entry against the in-memory
@@ -24,6 +25,12 @@
 //! | `events.due` | due time (u64 BE, Unix ms) ++ delivery id (16 bytes) | [`model::DeliveryRecord`] |
 //! | `events.dlq` | dead-letter time (u64 BE ms) ++ delivery id | [`model::DeadLetter`] |
 //! | `events.sched` | rule ARN | [`model::SchedRecord`] (last firing of a scheduled rule) |
+//! | `events.connections` | connection name | [`model::ConnectionRecord`] (no credentials; see [`connections`]) |
+//! | `events.apidests` | API destination name | [`model::ApiDestinationRecord`] |
+//!
+//! Connection credentials are not in the EventBridge namespaces at all: they are in a Secrets
+//! Manager secret owned by EventBridge (format and rules in [`connections`]); invocation of API
+//! destinations is in [`apidest`], OAuth token handling in `oauth`.
 //!
 //! # The delivery queue
 //! `events.due` is ordered by due time. A dispatcher scans keys due at or before now and
