@@ -314,18 +314,9 @@ impl<Id: Clone> Compiled<Id> {
                 return Ok(());
             }
         }
-        // Load the cache lines that the previous event's scan needed, all at once: their misses
-        // then overlap instead of being taken one after the other as the scan reaches them.
-        let extent = (scratch.extent as usize).min(event.len());
-        let mut touch = 0u8;
-        for off in (64..extent).step_by(64) {
-            touch |= event[off];
-        }
-        std::hint::black_box(touch);
         let mut sc = Scan {
             buf: event,
             stopped: false,
-            stop_at: 0,
             c: self,
             s: scratch,
             out,
@@ -335,7 +326,6 @@ impl<Id: Clone> Compiled<Id> {
         if !sc.stopped && end != event.len() {
             return err(end, "trailing characters after the event");
         }
-        sc.s.extent = if sc.stopped { sc.stop_at } else { end }.min(1 << 16) as u32;
         sc.decide();
         Ok(())
     }
@@ -382,8 +372,6 @@ pub struct Scratch {
     pf_tries: u32,
     pf_rejects: u32,
     pf_off: u32,
-    /// How far into its event the previous scan read (bytes).
-    extent: u32,
 }
 
 /// Most distinct leaf keys for which a snapshot gets a prefilter.
@@ -474,8 +462,6 @@ impl Scratch {
 struct Scan<'a, 'c, Id> {
     buf: &'a [u8],
     stopped: bool,
-    /// Where the scan stopped, when `stopped`.
-    stop_at: usize,
     c: &'c Compiled<Id>,
     s: &'c mut Scratch,
     out: &'c mut Vec<u32>,
@@ -572,7 +558,6 @@ impl<Id> Scan<'_, '_, Id> {
             if more && found == wanted {
                 if can_stop {
                     self.stopped = true;
-                    self.stop_at = i;
                     return Ok(buf.len());
                 }
                 return json::skip_rest(buf, i);
