@@ -100,9 +100,13 @@ async fn supervise(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
             .collect();
         tasks.retain(|_, t| !t.is_finished());
         for (name, uid) in active {
-            if !tasks.contains_key(&uid) {
-                let t = tokio::spawn(stream_loop(core.clone(), name, uid.clone(), stop.clone()));
-                tasks.insert(uid, t);
+            if let std::collections::hash_map::Entry::Vacant(e) = tasks.entry(uid.clone()) {
+                e.insert(tokio::spawn(stream_loop(
+                    core.clone(),
+                    name,
+                    uid,
+                    stop.clone(),
+                )));
             }
         }
         tokio::select! {

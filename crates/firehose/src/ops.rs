@@ -77,7 +77,7 @@ struct Out {
 }
 
 enum Post {
-    Upsert(StreamRecord),
+    Upsert(Box<StreamRecord>),
     Remove(String),
 }
 
@@ -135,7 +135,7 @@ pub(crate) async fn dispatch(
                     Post::Upsert(s) => {
                         core.runtime(&s.uid);
                         let uid = s.uid.clone();
-                        core.streams.write().insert(s.name.clone(), Arc::new(s));
+                        core.streams.write().insert(s.name.clone(), Arc::new(*s));
                         core.runtime(&uid).notify.notify_one();
                     }
                     Post::Remove(name) => {
@@ -513,7 +513,7 @@ async fn create(core: &Arc<Core>, ctx: &CallContext, input: &Value) -> Result<Ou
     Ok(Out {
         resp: json!({ "DeliveryStreamARN": arn }),
         batch,
-        post: vec![Post::Upsert(rec)],
+        post: vec![Post::Upsert(Box::new(rec))],
     })
 }
 
@@ -873,7 +873,7 @@ async fn write_stream(core: &Core, rec: StreamRecord, resp: Value) -> Result<Out
     Ok(Out {
         resp,
         batch,
-        post: vec![Post::Upsert(rec)],
+        post: vec![Post::Upsert(Box::new(rec))],
     })
 }
 

@@ -186,6 +186,7 @@ impl Srv {
         let tmp = tempfile::tempdir().unwrap();
         let mut cfg = config(tmp.path());
         cfg.firehose_backoff_scale = Some(0.02);
+        cfg.max_body_bytes = 8 * 1024 * 1024;
         let server = sluice::server::start_with(cfg, std::future::pending())
             .await
             .unwrap();
@@ -1048,6 +1049,20 @@ async fn api_operations_and_their_errors() {
         big = big.records(Record::builder().data(Blob::new("x")).build().unwrap());
     }
     assert_eq!(code(&big.send().await.unwrap_err()), "ValidationException");
+    // More than 4 MiB of record data in one call.
+    let mut heavy = fh.put_record_batch().delivery_stream_name("api");
+    for _ in 0..5 {
+        heavy = heavy.records(
+            Record::builder()
+                .data(Blob::new(vec![b'z'; 1_000_000]))
+                .build()
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        code(&heavy.send().await.unwrap_err()),
+        "InvalidArgumentException"
+    );
 
     // UpdateDestination: optimistic concurrency on the version id; the new URL applies.
     let upd = || {
