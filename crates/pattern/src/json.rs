@@ -296,10 +296,12 @@ fn eq_exact(w: u64, b: u8) -> u64 {
     !(((t & !HI).wrapping_add(!HI)) | t) & HI
 }
 
-/// Packs the 0x80-per-byte mask of one word into 8 bits (bit j = byte j).
+/// Packs the 0x80-per-byte mask of one word into 8 bits (bit j = byte j): the multiplier has
+/// bits 0, 7, .., 49, so flag 8j+7 times bit 7(7-j) lands on bit 56+j, and no two partial
+/// products share a bit (no carries).
 #[inline(always)]
 fn pack(m: u64) -> u64 {
-    ((m >> 7).wrapping_mul(0x0102_0408_1020_4080)) >> 56
+    m.wrapping_mul(0x0002_0408_1020_4081) >> 56
 }
 
 /// Bit masks over 64 bytes known to hold no backslash: (quotes, opening brackets, closing
@@ -508,6 +510,14 @@ mod tests {
                     "pad {pad} {s}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn pack_gathers_every_flag_pattern() {
+        for bits in 0u64..256 {
+            let m = (0..8).fold(0u64, |m, j| m | ((bits >> j & 1) << (8 * j + 7)));
+            assert_eq!(pack(m), bits);
         }
     }
 
