@@ -199,8 +199,50 @@ pub(crate) fn number_end(buf: &[u8], start: usize) -> Res<usize> {
     Ok(i)
 }
 
+/// Clinger's fast path for a plain decimal `[-]digits[.digits]`: when the digits, read as an
+/// integer `m`, are at most 2^53 and there are at most 22 fraction digits, `m` and `10^k` are
+/// exact doubles and one IEEE division gives the correctly rounded value (what a full parser
+/// returns). `None` otherwise.
+#[inline]
+fn parse_plain_decimal(tok: &[u8]) -> Option<f64> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let (neg, digits) = match tok.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, tok),
+    };
+    if digits.is_empty() || digits.len() > 17 {
+        return None;
+    }
+    let mut m = 0u64;
+    let mut frac: Option<usize> = None;
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                m = m * 10 + u64::from(b - b'0');
+                if let Some(f) = frac.as_mut() {
+                    *f += 1;
+                }
+            }
+            b'.' if frac.is_none() => frac = Some(0),
+            _ => return None,
+        }
+    }
+    let k = frac.unwrap_or(0);
+    if m > 1 << 53 || k >= POW10.len() {
+        return None;
+    }
+    let v = m as f64 / POW10[k];
+    Some(if neg { -v } else { v })
+}
+
 /// Parses a validated number token.
 pub(crate) fn parse_number(tok: &[u8]) -> f64 {
+    if let Some(x) = parse_plain_decimal(tok) {
+        return x;
+    }
     // A validated JSON number token is ASCII and valid Rust float syntax.
     std::str::from_utf8(tok)
         .ok()
@@ -510,6 +552,59 @@ mod tests {
                     "pad {pad} {s}"
                 );
             }
+        }
+    }
+
+    /// The fast decimal path gives exactly what the standard parser gives.
+    #[test]
+    fn plain_decimals_parse_exactly() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut toks: Vec<String> = [
+            "0",
+            "-0",
+            "0.0",
+            "-0.0",
+            "1",
+            "300",
+            "300.0",
+            "0.1",
+            "0.3",
+            "-122.41600944012424",
+            "37.729900216217324",
+            "9007199254740992",
+            "9007199254740993",
+            "0.0000000000000000000001",
+            "123456789012345.6",
+            "1.7976931348623157",
+            "00.5",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for _ in 0..20000 {
+            let digits = 1 + next() % 17;
+            let mut t: String = (0..digits)
+                .map(|_| char::from(b'0' + (next() % 10) as u8))
+                .collect();
+            if next() % 3 > 0 {
+                let at = (next() % digits) as usize;
+                t.insert(at.max(1), '.');
+            }
+            if next() % 2 == 0 {
+                t.insert(0, '-');
+            }
+            toks.push(t);
+        }
+        for t in toks {
+            let want: f64 = t.parse().unwrap();
+            let got = parse_number(t.as_bytes());
+            assert_eq!(got.to_bits(), want.to_bits(), "{t}");
         }
     }
 
