@@ -308,7 +308,12 @@ impl<Id: Clone> Compiled<Id> {
         if let Some(pf) = &self.prefilter
             && scratch.prefilter_on()
         {
-            let rejected = pf.rejects(event, &self.fields, &mut scratch.fold);
+            let rejected = pf.rejects(
+                event,
+                &self.fields,
+                &mut scratch.fold,
+                &mut scratch.pf_first,
+            );
             scratch.prefilter_outcome(rejected);
             if rejected {
                 return Ok(());
@@ -367,11 +372,14 @@ pub struct Scratch {
     key: Vec<u8>,
     lists: Vec<Span>,
     /// Prefilter bookkeeping: attempts and rejections in the current window of
-    /// `PREFILTER_WINDOW` events, and events left to skip it after a window in which it
-    /// rejected too few to pay for itself.
+    /// `PREFILTER_WINDOW` events; events left to skip it after a window in which it rejected
+    /// too few to pay for itself, and the current length of such pauses.
     pf_tries: u32,
     pf_rejects: u32,
     pf_off: u32,
+    pf_pause: u32,
+    /// The prefilter key that let the previous event through.
+    pf_first: usize,
 }
 
 /// Most distinct leaf keys for which a snapshot gets a prefilter.
@@ -380,8 +388,10 @@ const PREFILTER_MAX_KEYS: usize = 8;
 const PREFILTER_WINDOW: u32 = 64;
 /// Minimum rejections per window to keep the prefilter on.
 const PREFILTER_MIN_REJECTS: u32 = 16;
-/// Events matched without the prefilter after a poor window, before trying it again.
+/// Events matched without the prefilter after a poor window, before trying it again; doubled
+/// after each further poor window, up to `PREFILTER_MAX_PAUSE`.
 const PREFILTER_PAUSE: u32 = 1024;
+const PREFILTER_MAX_PAUSE: u32 = 1 << 16;
 
 impl Scratch {
     /// Fresh scratch space.
@@ -405,7 +415,11 @@ impl Scratch {
         self.pf_rejects += u32::from(rejected);
         if self.pf_tries == PREFILTER_WINDOW {
             if self.pf_rejects < PREFILTER_MIN_REJECTS {
-                self.pf_off = PREFILTER_PAUSE;
+                // Back off exponentially while it keeps not paying.
+                self.pf_pause = (self.pf_pause * 2).clamp(PREFILTER_PAUSE, PREFILTER_MAX_PAUSE);
+                self.pf_off = self.pf_pause;
+            } else {
+                self.pf_pause = 0;
             }
             self.pf_tries = 0;
             self.pf_rejects = 0;
@@ -428,6 +442,8 @@ impl Scratch {
             self.pf_tries = 0;
             self.pf_rejects = 0;
             self.pf_off = 0;
+            self.pf_first = 0;
+            self.pf_pause = 0;
             reset |= fit(&mut self.rule_stamp, c.ids.len());
             reset |= fit(&mut self.pred_stamp, c.preds.len());
             reset |= fit(&mut self.sub_stamp, c.subrules.len());

@@ -55,59 +55,88 @@ impl Prefilter {
         self.keys.len()
     }
 
-    /// Whether no rule can match `ev` (certain); `false` means "scan it".
-    pub(crate) fn rejects(&self, ev: &[u8], fields: &[FieldIndex], fold: &mut Vec<u8>) -> bool {
+    /// Whether no rule can match `ev` (certain); `false` means "scan it". `first` is the key
+    /// to try first (the one that let the previous event through, as events of one stream tend
+    /// to look alike); on return it is the key that let this one through, if any.
+    pub(crate) fn rejects(
+        &self,
+        ev: &[u8],
+        fields: &[FieldIndex],
+        fold: &mut Vec<u8>,
+        first: &mut usize,
+    ) -> bool {
+        // First, and over the whole event: its vector loads also bring in every cache line of
+        // the event at once, which the key searches and a scan then find ready (measured: doing
+        // this check last made equals-ignore-case ~20% slower).
         if memchr::memchr(b'\\', ev).is_some() {
             return false;
         }
-        for (finder, fids) in &self.keys {
-            let after = finder.needle().len();
-            for pos in finder.find_iter(ev) {
-                let mut i = json::skip_ws(ev, pos + after);
-                match ev.get(i) {
-                    Some(b':') => {}
-                    // a string value, not a key
-                    Some(b',' | b']' | b'}') => continue,
-                    // malformed next to a key: let the scan report it
-                    _ => return false,
-                }
-                i = json::skip_ws(ev, i + 1);
-                let possible = match ev.get(i) {
-                    Some(b'"') => match memchr::memchr(b'"', &ev[i + 1..]) {
-                        Some(len) => {
-                            let raw = &ev[i + 1..i + 1 + len];
-                            raw.iter().any(|&b| b < 0x20)
-                                || fids
-                                    .iter()
-                                    .any(|&f| fields[f as usize].could_match_str(raw, fold))
-                        }
-                        None => true,
-                    },
-                    Some(b'-' | b'0'..=b'9') => match json::number_end(ev, i) {
-                        Ok(e) => fids
-                            .iter()
-                            .any(|&f| fields[f as usize].could_match_num(&ev[i..e])),
-                        Err(_) => true,
-                    },
-                    Some(&b) if matches!(b, b't' | b'f' | b'n') => {
-                        let (lit, text): (Option<bool>, &[u8]) = match b {
-                            b't' => (Some(true), b"true"),
-                            b'f' => (Some(false), b"false"),
-                            _ => (None, b"null"),
-                        };
-                        json::literal_end(ev, i, text).is_err()
-                            || fids
-                                .iter()
-                                .any(|&f| fields[f as usize].could_match_literal(lit))
-                    }
-                    _ => true,
-                };
-                if possible {
-                    return false;
-                }
+        let n = self.keys.len();
+        let start = if *first < n { *first } else { 0 };
+        for k in (start..n).chain(0..start) {
+            let (finder, fids) = &self.keys[k];
+            if Self::possible(ev, finder, fids, fields, fold) {
+                *first = k;
+                return false;
             }
         }
         true
+    }
+
+    /// Whether some occurrence of the finder's key in `ev` could satisfy one of `fids`.
+    fn possible(
+        ev: &[u8],
+        finder: &Finder<'_>,
+        fids: &[u32],
+        fields: &[FieldIndex],
+        fold: &mut Vec<u8>,
+    ) -> bool {
+        let after = finder.needle().len();
+        for pos in finder.find_iter(ev) {
+            let mut i = json::skip_ws(ev, pos + after);
+            match ev.get(i) {
+                Some(b':') => {}
+                // a string value, not a key
+                Some(b',' | b']' | b'}') => continue,
+                // malformed next to a key: let the scan report it
+                _ => return true,
+            }
+            i = json::skip_ws(ev, i + 1);
+            let possible = match ev.get(i) {
+                Some(b'"') => match memchr::memchr(b'"', &ev[i + 1..]) {
+                    Some(len) => {
+                        let raw = &ev[i + 1..i + 1 + len];
+                        raw.iter().any(|&b| b < 0x20)
+                            || fids
+                                .iter()
+                                .any(|&f| fields[f as usize].could_match_str(raw, fold))
+                    }
+                    None => true,
+                },
+                Some(b'-' | b'0'..=b'9') => match json::number_end(ev, i) {
+                    Ok(e) => fids
+                        .iter()
+                        .any(|&f| fields[f as usize].could_match_num(&ev[i..e])),
+                    Err(_) => true,
+                },
+                Some(&b) if matches!(b, b't' | b'f' | b'n') => {
+                    let (lit, text): (Option<bool>, &[u8]) = match b {
+                        b't' => (Some(true), b"true"),
+                        b'f' => (Some(false), b"false"),
+                        _ => (None, b"null"),
+                    };
+                    json::literal_end(ev, i, text).is_err()
+                        || fids
+                            .iter()
+                            .any(|&f| fields[f as usize].could_match_literal(lit))
+                }
+                _ => true,
+            };
+            if possible {
+                return true;
+            }
+        }
+        false
     }
 }
 
