@@ -19,8 +19,10 @@
 //! event that rules reference; subtrees under keys no rule references are skipped with a
 //! string- and bracket-aware scan that does not check every JSON rule inside them, and once all
 //! keys the rules reference in an object have been seen, the rest of that object is skipped
-//! (at the top level: not read at all). So a malformed event is reported when the malformation
-//! lies in what the scan reads, not always; callers that need strict validation parse the event
+//! (at the top level: not read at all). Before the scan, a prefilter may conclude from a
+//! vectorised search for the referenced keys that no rule can match, and then the event is not
+//! scanned at all (malformed bytes right after a referenced key still go to the scan). So a
+//! malformed event is reported when the malformation lies in what the scan reads, not always; callers that need strict validation parse the event
 //! first, as the event bus does at `PutEvents`. A key repeated within one object counts at its
 //! first occurrence (quamina does the same; JSON leaves duplicates undefined).
 //!

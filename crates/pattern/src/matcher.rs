@@ -7,6 +7,10 @@
 //!   referenced leaf path, one value index (`FieldIndex` in `index.rs`: hash maps for exact
 //!   strings / canonical numbers / folded strings, byte tries for prefixes and suffixes, short
 //!   lists for ranges, CIDR and wildcards).
+//! * **Prefilter.** Before scanning, a vectorised search for the rules' leaf keys checks
+//!   whether any value under them could satisfy any condition at all; if none can, no rule
+//!   matches and the scan is skipped (see `prefilter.rs` for when this is sound and when it is
+//!   switched off).
 //! * **Scan.** Matching streams over the event bytes once. Keys not in the path trie are
 //!   skipped without being parsed (a bracket/string-aware skip), so the cost grows with the part
 //!   of the event that rules look at, not with the number of rules. Each leaf value at a
