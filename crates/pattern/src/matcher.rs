@@ -651,12 +651,7 @@ impl<Id> Scan<'_, '_, Id> {
     }
 
     fn span(&mut self) -> Span {
-        if self.s.trail.is_empty() {
-            return (0, 0);
-        }
-        let span = (self.s.arena.len() as u32, self.s.trail.len() as u32);
-        self.s.arena.extend_from_slice(&self.s.trail);
-        span
+        span_of(self.s)
     }
 
     fn leaf(&mut self, node: usize, val: Val<'_>, at: usize) -> Res<()> {
@@ -677,78 +672,51 @@ impl<Id> Scan<'_, '_, Id> {
         if n.field == NONE {
             return Ok(());
         }
-        let field = &self.c.fields[n.field as usize];
+        let c = self.c;
+        let field = &c.fields[n.field as usize];
         let s = &mut *self.s;
+        let out = &mut *self.out;
         s.value_gen = s.value_gen.wrapping_add(1);
         let vg = s.value_gen;
-        let mut hits: smallvec::SmallVec<[u32; 8]> = smallvec::SmallVec::new();
         let mut fold = std::mem::take(&mut s.fold);
-        {
-            let neg_stamp = &mut s.neg_stamp;
+        let mut un = std::mem::take(&mut s.unescaped);
+        let res = {
+            // Satisfied predicates are recorded as the index finds them; `anything-but`
+            // conditions the value matched are stamped, and their predicates decided below.
             let mut emit = |t: u32| {
                 if t & NEG_BIT != 0 {
-                    neg_stamp[(t & !NEG_BIT) as usize] = vg;
+                    s.neg_stamp[(t & !NEG_BIT) as usize] = vg;
                 } else {
-                    hits.push(t);
+                    satisfy(c, s, out, t);
                 }
             };
             match val {
-                Val::Str(raw, false) => field.eval_str(raw, &mut fold, &mut emit),
-                Val::Str(raw, true) => {
-                    let mut un = std::mem::take(&mut s.unescaped);
-                    json::unescape(raw, at + 1, &mut un)?;
-                    field.eval_str(&un, &mut fold, &mut emit);
-                    s.unescaped = un;
+                Val::Str(raw, false) => {
+                    field.eval_str(raw, &mut fold, &mut emit);
+                    Ok(())
                 }
-                Val::Num(tok) => field.eval_num(tok, &mut emit),
-                Val::Lit(l) => field.eval_literal(l, &mut emit),
+                Val::Str(raw, true) => json::unescape(raw, at + 1, &mut un).map(|()| {
+                    field.eval_str(&un, &mut fold, &mut emit);
+                }),
+                Val::Num(tok) => {
+                    field.eval_num(tok, &mut emit);
+                    Ok(())
+                }
+                Val::Lit(l) => {
+                    field.eval_literal(l, &mut emit);
+                    Ok(())
+                }
             }
-        }
+        };
         s.fold = fold;
+        s.unescaped = un;
+        res?;
         for &(neg, pred) in &field.negs {
             if s.neg_stamp[neg as usize] != vg {
-                hits.push(pred);
+                satisfy(c, s, out, pred);
             }
-        }
-        for pred in hits {
-            self.satisfy(pred);
         }
         Ok(())
-    }
-
-    fn satisfy(&mut self, pred: u32) {
-        let info = &self.c.preds[pred as usize];
-        for &r in &info.direct_rules {
-            let s = &mut *self.s;
-            if s.rule_stamp[r as usize] != s.epoch {
-                s.rule_stamp[r as usize] = s.epoch;
-                self.out.push(r);
-            }
-        }
-        if info.complex.is_empty() {
-            return;
-        }
-        let span = self.span();
-        let s = &mut *self.s;
-        let p = pred as usize;
-        let first = s.pred_stamp[p] != s.epoch;
-        let next = if first { NONE } else { s.pred_head[p] };
-        s.pred_stamp[p] = s.epoch;
-        s.pred_head[p] = s.sats.len() as u32;
-        s.sats.push((next, span));
-        if first {
-            for &sub in &info.complex {
-                let k = sub as usize;
-                if s.sub_stamp[k] != s.epoch {
-                    s.sub_stamp[k] = s.epoch;
-                    s.sub_count[k] = 0;
-                }
-                s.sub_count[k] += 1;
-                if s.sub_count[k] as usize == self.c.subrules[k].pos.len() {
-                    s.cands.push(sub);
-                }
-            }
-        }
     }
 
     fn decide(&mut self) {
@@ -802,6 +770,52 @@ impl<Id> Scan<'_, '_, Id> {
             }
         }
         s.cands = cands;
+    }
+}
+
+/// Records the current array trail in the arena; `(0, 0)` outside arrays.
+fn span_of(s: &mut Scratch) -> Span {
+    if s.trail.is_empty() {
+        return (0, 0);
+    }
+    let span = (s.arena.len() as u32, s.trail.len() as u32);
+    s.arena.extend_from_slice(&s.trail);
+    span
+}
+
+/// Records that the current value satisfies predicate `pred`: rules that need nothing else
+/// match at once; sub-rules count their distinct satisfied predicates and become candidates
+/// for the final decision when all are.
+fn satisfy<Id>(c: &Compiled<Id>, s: &mut Scratch, out: &mut Vec<u32>, pred: u32) {
+    let info = &c.preds[pred as usize];
+    for &r in &info.direct_rules {
+        if s.rule_stamp[r as usize] != s.epoch {
+            s.rule_stamp[r as usize] = s.epoch;
+            out.push(r);
+        }
+    }
+    if info.complex.is_empty() {
+        return;
+    }
+    let span = span_of(s);
+    let p = pred as usize;
+    let first = s.pred_stamp[p] != s.epoch;
+    let next = if first { NONE } else { s.pred_head[p] };
+    s.pred_stamp[p] = s.epoch;
+    s.pred_head[p] = s.sats.len() as u32;
+    s.sats.push((next, span));
+    if first {
+        for &sub in &info.complex {
+            let k = sub as usize;
+            if s.sub_stamp[k] != s.epoch {
+                s.sub_stamp[k] = s.epoch;
+                s.sub_count[k] = 0;
+            }
+            s.sub_count[k] += 1;
+            if s.sub_count[k] as usize == c.subrules[k].pos.len() {
+                s.cands.push(sub);
+            }
+        }
     }
 }
 
