@@ -384,6 +384,9 @@ pub struct Scratch {
     pf_pause: u32,
     /// The prefilter key that let the previous event through.
     pf_first: usize,
+    /// Test hook ([`Scratch::set_prefilter`]): `Some(true)` always tries the prefilter,
+    /// `Some(false)` never does; `None` (default) adapts as described above.
+    pf_forced: Option<bool>,
 }
 
 /// Most distinct leaf keys for which a snapshot gets a prefilter.
@@ -403,8 +406,18 @@ impl Scratch {
         Self::default()
     }
 
+    /// Testing aid: `Some(true)` runs the prefilter on every event, `Some(false)` never (the
+    /// full scan alone), `None` restores the adaptive default. Verdicts must not depend on it.
+    #[doc(hidden)]
+    pub fn set_prefilter(&mut self, forced: Option<bool>) {
+        self.pf_forced = forced;
+    }
+
     #[inline]
     fn prefilter_on(&mut self) -> bool {
+        if let Some(on) = self.pf_forced {
+            return on;
+        }
         if self.pf_off > 0 {
             self.pf_off -= 1;
             false

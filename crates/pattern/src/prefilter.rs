@@ -5,9 +5,11 @@
 //! key, that satisfies one of its conditions. In an event without a single backslash, a key `K`
 //! appears literally as `"K"` followed by optional whitespace and `:` (in JSON a string followed
 //! by `:` is a key, and no string can contain an unescaped `"`), and a string value's raw bytes
-//! are its value. So the prefilter finds every `"K"` for the last keys of all indexed fields
-//! with a vectorised substring search and evaluates the scalar after it against those fields'
-//! indexes. If no occurrence can satisfy anything, no rule matches and the scan is skipped.
+//! are its value. `"K"` can also occur where it is no string (from the closing quote of one
+//! string to the opening quote of the next, as `","` in `"x",","`), so every occurrence is
+//! examined, overlapping ones included. So the prefilter finds every `"K"` for the last keys
+//! of all indexed fields with a vectorised substring search and evaluates the scalar after it
+//! against those fields' indexes. If no occurrence can satisfy anything, no rule matches and the scan is skipped.
 //!
 //! It is only an early "no": any doubt (a backslash anywhere, a value that is an array or an
 //! object, a field with `anything-but`, something malformed next to a key) sends the event to
@@ -92,7 +94,13 @@ impl Prefilter {
         fold: &mut Vec<u8>,
     ) -> bool {
         let after = finder.needle().len();
-        for pos in finder.find_iter(ev) {
+        // Overlapping occurrences too: `"K"` can also appear across the end of one string and
+        // the start of the next (`"x",","` holds `","`), and that false occurrence overlaps the
+        // real key that follows it; a non-overlapping search would skip the real key.
+        let mut from = 0;
+        while let Some(off) = finder.find(&ev[from..]) {
+            let pos = from + off;
+            from = pos + 1;
             let mut i = json::skip_ws(ev, pos + after);
             match ev.get(i) {
                 Some(b':') => {}

@@ -19,6 +19,9 @@ const PATTERNS: &[&str] = &[
     r#"{"b":{"c":[{"exists":true}], "e":[{"equals-ignore-case":"q"}]}}"#,
     r#"{"$or":[{"a":[{"exists":false}]},{"b":{"c":[2]}}]}"#,
     r#"{"d":{"e":{"f":[{"prefix":{"equals-ignore-case":"AB"}}]}}}"#,
+    // Keys whose quoted form also occurs between two strings (`"x",",":1` holds `","` twice,
+    // overlapping): the prefilter must not miss the real key.
+    r#"{",":[{"prefix":"x"}], "},":[1]}"#,
 ];
 
 fn matcher() -> &'static (Matcher<usize>, Vec<Pattern>) {
