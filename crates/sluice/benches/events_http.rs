@@ -13,7 +13,18 @@
 //! 2-second warm-up. Prints events/s (acknowledged entries), requests/s, latency percentiles,
 //! and the queue depth left at the end.
 //!
-//! Run: `cargo bench -p sluice --bench events_http`.
+//! With `SLUICE_BENCH_PROCESS=1` the server is the release `sluice serve` binary in its own
+//! process and the clients are the minimal raw HTTP/1.1 client (`support::RawConn`); the harness
+//! then also prints the server's CPU time per request (from `/proc/<pid>/stat`), which does not
+//! depend on what else the shared machine runs, and reads the counters from `/_sluice/metrics`.
+//!
+//! With `SLUICE_BENCH_ENDPOINT=http://127.0.0.1:<port>` the same setup and load go to another
+//! server already running there (a peer such as moto's `moto_server`), through reqwest;
+//! `SLUICE_BENCH_CLIENT=reqwest` makes the process mode use reqwest too, so that both sides of a
+//! comparison pay the same client cost.
+//!
+//! Run: `cargo bench -p sluice --bench events_http` (env: SLUICE_BENCH_CLIENTS, SLUICE_BENCH_SECS,
+//! SLUICE_BENCH_SYNC=normal, SLUICE_BENCH_PROCESS=1, SLUICE_BENCH_ENDPOINT, SLUICE_BENCH_CLIENT).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +32,19 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{AKID, SECRET, env_or, pct, signed};
+use support::{
+    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, pct, self_cpu_secs, signed,
+};
+
+/// The value of counter `name` in a Prometheus text exposition.
+fn counter(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|r| r.trim().parse::<f64>().ok())
+        })
+        .unwrap_or(0.0) as u64
+}
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -34,16 +57,27 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
+        let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-        cfg.sqlite_full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
-        let account = cfg.account_id.clone();
-        let server = sluice::server::start_with(cfg, std::future::pending())
-            .await
-            .unwrap();
-        let endpoint = format!("http://{}", server.addr());
+        let account = "000000000000".to_string();
+        let external = std::env::var("SLUICE_BENCH_ENDPOINT").ok();
+        let (server, process, endpoint) = if let Some(e) = external.clone() {
+            (None, None, e)
+        } else if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
+            let p = ServerProcess::start(full_sync);
+            let e = p.endpoint.clone();
+            (None, Some(p), e)
+        } else {
+            let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+            cfg.sqlite_full_sync = full_sync;
+            let server = sluice::server::start_with(cfg, std::future::pending())
+                .await
+                .unwrap();
+            let e = format!("http://{}", server.addr());
+            (Some(server), None, e)
+        };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
             .build()
@@ -83,29 +117,49 @@ fn main() {
 
         let stop = Arc::new(AtomicBool::new(false));
         let measuring = Arc::new(AtomicBool::new(false));
+        let raw = Arc::new(encode_post(&endpoint, &headers, &body));
+        let use_raw =
+            process.is_some() && std::env::var("SLUICE_BENCH_CLIENT").as_deref() != Ok("reqwest");
         let mut tasks = Vec::new();
         for _ in 0..clients {
             let http = http.clone();
             let endpoint = endpoint.clone();
-            let (h, b) = (headers.clone(), body.clone());
+            let (h, b, raw) = (headers.clone(), body.clone(), raw.clone());
             let stop = stop.clone();
             let measuring = measuring.clone();
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::with_capacity(100_000);
                 let mut errors = 0u64;
+                let mut conn = if use_raw {
+                    Some(RawConn::connect(&endpoint).await.unwrap())
+                } else {
+                    None
+                };
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                    for (k, v) in &h {
-                        r = r.header(k, v);
-                    }
-                    let ok = match r.send().await {
-                        Ok(resp) => {
-                            let st = resp.status();
-                            let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                            st.is_success() && v["FailedEntryCount"] == 0
+                    let ok = if let Some(c) = conn.as_mut() {
+                        // The raw client checks the status only (the body is read and
+                        // dropped); the in-process mode below checks FailedEntryCount too.
+                        match c.roundtrip(&raw).await {
+                            Ok(st) => st == 200,
+                            Err(_) => {
+                                conn = Some(RawConn::connect(&endpoint).await.unwrap());
+                                false
+                            }
                         }
-                        Err(_) => false,
+                    } else {
+                        let mut r = http.post(format!("{endpoint}/")).body(b.clone());
+                        for (k, v) in &h {
+                            r = r.header(k, v);
+                        }
+                        match r.send().await {
+                            Ok(resp) => {
+                                let st = resp.status();
+                                let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                                st.is_success() && v["FailedEntryCount"] == 0
+                            }
+                            Err(_) => false,
+                        }
                     };
                     if measuring.load(Ordering::Relaxed) {
                         if ok {
@@ -121,9 +175,12 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         measuring.store(true, Ordering::Relaxed);
         let t0 = Instant::now();
+        let (self0, server0) = (self_cpu_secs(), process.as_ref().map(|p| p.cpu_secs()));
         tokio::time::sleep(Duration::from_secs(secs)).await;
         measuring.store(false, Ordering::Relaxed);
         let elapsed = t0.elapsed().as_secs_f64();
+        let self_cpu = self_cpu_secs() - self0;
+        let server_cpu = process.as_ref().map(|p| p.cpu_secs()).zip(server0).map(|(a, b)| a - b);
         stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         let mut errors = 0;
@@ -133,7 +190,39 @@ fn main() {
             errors += e;
         }
         all.sort_unstable();
-        let m = server.events().unwrap().metrics().await;
+        let (invocations, depth) = match &server {
+            Some(server) => {
+                let m = server.events().unwrap().metrics().await;
+                (m.invocations, m.queue_depth)
+            }
+            None if external.is_some() => (0, 0),
+            None => {
+                let text = http
+                    .get(format!("{endpoint}/_sluice/metrics"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                (
+                    counter(&text, "sluice_events_invocations_total"),
+                    counter(&text, "sluice_events_queue_depth"),
+                )
+            }
+        };
+        let n = all.len().max(1) as f64;
+        match server_cpu {
+            Some(sc) => println!(
+                "cpu server_cpu_us_per_req={:.1} client_cpu_us_per_req={:.1}",
+                sc * 1e6 / n,
+                self_cpu * 1e6 / n
+            ),
+            None => println!(
+                "cpu process_cpu_us_per_req={:.1} (server and clients together)",
+                self_cpu * 1e6 / n
+            ),
+        }
         println!(
             "events_http clients={clients} secs={secs} requests={} errors={errors} events_per_s={:.0} req_per_s={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} invocations={} queue_depth_at_end={}",
             all.len(),
@@ -143,9 +232,12 @@ fn main() {
             pct(&all, 0.90),
             pct(&all, 0.99),
             pct(&all, 1.0),
-            m.invocations,
-            m.queue_depth,
+            invocations,
+            depth,
         );
-        server.shutdown().await.unwrap();
+        if let Some(server) = server {
+            server.shutdown().await.unwrap();
+        }
+        drop(process);
     });
 }
