@@ -253,6 +253,26 @@ async fn start_sluice(
     let server = sluice::server::start_with(cfg, std::future::pending())
         .await
         .unwrap();
+    // The streams' role, trusted by Firehose.
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(format!("http://{}", server.addr()))
+        .credentials_provider(aws_credential_types::Credentials::from_keys(
+            AKID, SECRET, None,
+        ))
+        .load()
+        .await;
+    aws_sdk_iam::Client::new(&sdk)
+        .create_role()
+        .role_name("bench")
+        .assume_role_policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "firehose.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
     (server, dir)
 }
 
