@@ -97,7 +97,7 @@ impl Dispatcher {
         let jobs = self.lease_due().await?;
         let n = jobs.len();
         for job in jobs {
-            self.run_job(job).await;
+            self.run_job(job, None).await;
         }
         Ok(n)
     }
@@ -277,7 +277,15 @@ impl Dispatcher {
         self.core.rng.lock().random_range(lo..=d)
     }
 
-    pub(crate) async fn run_job(&self, job: Job) {
+    /// Invokes the target of `job` and records the outcome. `permit` (the target's concurrency
+    /// slot) is released as soon as the invocation returns, before the outcome's durable commit:
+    /// the slot bounds concurrent calls to the target, and holding it through an fsync would cap
+    /// a target at `per_target_concurrency` deliveries per commit latency.
+    pub(crate) async fn run_job(
+        &self,
+        job: Job,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let core = &self.core;
         let now = core.clock.now_millis();
         let rec = &job.rec;
@@ -345,6 +353,7 @@ impl Dispatcher {
                 (e, exhausted)
             })
         };
+        drop(permit);
         if let Err(e) = self.complete(&job, outcome).await {
             tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
         }
@@ -501,8 +510,7 @@ async fn dispatch_loop(d: Dispatcher, mut stop: watch::Receiver<bool>) {
             running.spawn(async move {
                 tokio::select! {
                     permit = sem.acquire_owned() => {
-                        let _permit = permit;
-                        d2.run_job(job).await;
+                        d2.run_job(job, permit.ok()).await;
                     }
                     _ = stopped(&mut stop2) => {
                         d2.state.held.lock().remove(&job.rec.id);

@@ -382,7 +382,7 @@ async fn a_job_outliving_its_lease_is_extended_not_run_twice() {
     // The job waits (a slow target) past its lease: the next scan only extends the lease.
     e.clock.advance_millis(30_001);
     assert!(d.lease_due().await.unwrap().is_empty());
-    d.run_job(jobs.pop().unwrap()).await;
+    d.run_job(jobs.pop().unwrap(), None).await;
     assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
     assert_eq!(e.ev.metrics().await.queue_depth, 0);
     e.clock.advance_millis(60_000);
