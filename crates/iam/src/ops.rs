@@ -685,11 +685,12 @@ impl Iam {
         let (name, path) = service_linked_name(service, None);
         let key = name.to_ascii_lowercase();
         let current = |iam: &Self| {
-            iam.state
-                .read()
-                .roles
-                .get(&key)
-                .map(|r| (r.rec.clone(), r.rec.inline.get(policy_name) == Some(&policy.to_string())))
+            iam.state.read().roles.get(&key).map(|r| {
+                (
+                    r.rec.clone(),
+                    r.rec.inline.get(policy_name) == Some(&policy.to_string()),
+                )
+            })
         };
         if let Some((rec, true)) = current(self) {
             return Ok(rec.arn);
@@ -699,7 +700,8 @@ impl Iam {
         let (op, rec, input) = match current(self) {
             Some((rec, true)) => return Ok(rec.arn),
             Some((mut rec, false)) => {
-                rec.inline.insert(policy_name.to_string(), policy.to_string());
+                rec.inline
+                    .insert(policy_name.to_string(), policy.to_string());
                 let input = json!({"RoleName": rec.name, "PolicyName": policy_name});
                 ("PutRolePolicy", rec, input)
             }
@@ -723,7 +725,11 @@ impl Iam {
                     inline: BTreeMap::from([(policy_name.to_string(), policy.to_string())]),
                     attached: Vec::new(),
                 };
-                ("CreateServiceLinkedRole", rec, json!({"AWSServiceName": service}))
+                (
+                    "CreateServiceLinkedRole",
+                    rec,
+                    json!({"AWSServiceName": service}),
+                )
             }
         };
         let ctx = CallContext::direct(
