@@ -21,7 +21,8 @@
 //! With `SLUICE_BENCH_ENDPOINT=http://127.0.0.1:<port>` the same setup and load go to another
 //! server already running there (a peer such as moto's `moto_server`), through reqwest;
 //! `SLUICE_BENCH_CLIENT=reqwest` makes the process mode use reqwest too, so that both sides of a
-//! comparison pay the same client cost.
+//! comparison pay the same client cost; `SLUICE_BENCH_ACCOUNT` names the peer's account (moto:
+//! 123456789012) for the bus-target ARNs.
 //!
 //! Run: `cargo bench -p sluice --bench events_http` (env: SLUICE_BENCH_CLIENTS, SLUICE_BENCH_SECS,
 //! SLUICE_BENCH_SYNC=normal, SLUICE_BENCH_PROCESS=1, SLUICE_BENCH_ENDPOINT, SLUICE_BENCH_CLIENT).
@@ -59,7 +60,9 @@ fn main() {
     rt.block_on(async move {
         let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
         let dir = tempfile::tempdir().unwrap();
-        let account = "000000000000".to_string();
+        // The account of the server under test (moto's default is 123456789012).
+        let account =
+            std::env::var("SLUICE_BENCH_ACCOUNT").unwrap_or_else(|_| "000000000000".to_string());
         let external = std::env::var("SLUICE_BENCH_ENDPOINT").ok();
         let (server, process, endpoint) = if let Some(e) = external.clone() {
             (None, None, e)
