@@ -29,12 +29,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 mod support;
 
 use support::{
-    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, pct, self_cpu_secs, signed,
+    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, measure_window, pct, signed,
 };
 
 /// The value of counter `name` in a Prometheus text exposition.
@@ -175,24 +175,8 @@ fn main() {
                 (lat, errors)
             }));
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        measuring.store(true, Ordering::Relaxed);
-        let t0 = Instant::now();
-        let (self0, server0) = (self_cpu_secs(), process.as_ref().map(|p| p.cpu_secs()));
-        tokio::time::sleep(Duration::from_secs(secs)).await;
-        measuring.store(false, Ordering::Relaxed);
-        let elapsed = t0.elapsed().as_secs_f64();
-        let self_cpu = self_cpu_secs() - self0;
-        let server_cpu = process.as_ref().map(|p| p.cpu_secs()).zip(server0).map(|(a, b)| a - b);
-        stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        let mut errors = 0;
-        for t in tasks {
-            let (l, e) = t.await.unwrap();
-            all.extend(l);
-            errors += e;
-        }
-        all.sort_unstable();
+        let w = measure_window(secs, &measuring, &stop, tasks, process.as_ref()).await;
+        let (all, errors, elapsed) = (&w.latencies, w.errors, w.elapsed);
         let (invocations, depth) = match &server {
             Some(server) => {
                 let m = server.events().unwrap().metrics().await;
@@ -214,27 +198,16 @@ fn main() {
                 )
             }
         };
-        let n = all.len().max(1) as f64;
-        match server_cpu {
-            Some(sc) => println!(
-                "cpu server_cpu_us_per_req={:.1} client_cpu_us_per_req={:.1}",
-                sc * 1e6 / n,
-                self_cpu * 1e6 / n
-            ),
-            None => println!(
-                "cpu process_cpu_us_per_req={:.1} (server and clients together)",
-                self_cpu * 1e6 / n
-            ),
-        }
+        w.print_cpu();
         println!(
             "events_http clients={clients} secs={secs} requests={} errors={errors} events_per_s={:.0} req_per_s={:.0} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2} invocations={} queue_depth_at_end={}",
             all.len(),
             all.len() as f64 * 10.0 / elapsed,
             all.len() as f64 / elapsed,
-            pct(&all, 0.50),
-            pct(&all, 0.90),
-            pct(&all, 0.99),
-            pct(&all, 1.0),
+            pct(all, 0.50),
+            pct(all, 0.90),
+            pct(all, 0.99),
+            pct(all, 1.0),
             invocations,
             depth,
         );

@@ -225,3 +225,72 @@ pub fn encode_post(endpoint: &str, headers: &[(String, String)], body: &str) -> 
     out.push_str(body);
     out.into_bytes()
 }
+
+/// What a load window measured: sorted latencies (µs) of successful requests, failures, the
+/// window's length, and CPU seconds of this process and of the server process (if separate).
+pub struct Window {
+    pub latencies: Vec<u64>,
+    pub errors: u64,
+    pub elapsed: f64,
+    pub self_cpu: f64,
+    pub server_cpu: Option<f64>,
+}
+
+/// Runs the load window shared by the HTTP harnesses: a 2-second warm-up, then `secs` seconds
+/// with `measuring` set, then `stop`; collects every client task's `(latencies, errors)`.
+pub async fn measure_window(
+    secs: u64,
+    measuring: &std::sync::atomic::AtomicBool,
+    stop: &std::sync::atomic::AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+    process: Option<&ServerProcess>,
+) -> Window {
+    use std::sync::atomic::Ordering;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let t0 = std::time::Instant::now();
+    let (self0, server0) = (self_cpu_secs(), process.map(|p| p.cpu_secs()));
+    tokio::time::sleep(std::time::Duration::from_secs(secs)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = t0.elapsed().as_secs_f64();
+    let self_cpu = self_cpu_secs() - self0;
+    let server_cpu = process
+        .map(|p| p.cpu_secs())
+        .zip(server0)
+        .map(|(a, b)| a - b);
+    stop.store(true, Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.unwrap();
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_unstable();
+    Window {
+        latencies,
+        errors,
+        elapsed,
+        self_cpu,
+        server_cpu,
+    }
+}
+
+impl Window {
+    /// Prints CPU microseconds per successful request (server and client apart when the server
+    /// is its own process).
+    pub fn print_cpu(&self) {
+        let n = self.latencies.len().max(1) as f64;
+        match self.server_cpu {
+            Some(sc) => println!(
+                "cpu server_cpu_us_per_req={:.1} client_cpu_us_per_req={:.1}",
+                sc * 1e6 / n,
+                self.self_cpu * 1e6 / n
+            ),
+            None => println!(
+                "cpu process_cpu_us_per_req={:.1} (server and clients together)",
+                self.self_cpu * 1e6 / n
+            ),
+        }
+    }
+}
