@@ -5,7 +5,12 @@
 //!   `request_parameters` / `response_elements` only from identifiers, encryption contexts and
 //!   sizes. [`AuditRecord`] has no field that could carry a blob.
 //! - Records are appended to the store namespace [`NS`] with `Op::Append`, so they are kept in
-//!   commit order and each is durable before the audited call answers its client.
+//!   commit order and each is committed before the audited call answers its client. The
+//!   record of a state change commits in the change's own batch (durable together); the record
+//!   of a call that changed nothing (Encrypt, Decrypt, GetSecretValue, any denial) uses the
+//!   store's deferred sync: it survives `kill -9` at once and reaches the disk within the
+//!   store's deferred-sync interval (50 ms by default), like CloudTrail, which also records
+//!   calls after it answers them, and without an fsync per read.
 //! - Reads (the `sluice audit` command and CloudTrail `LookupEvents`) scan newest first and
 //!   filter in memory; the trail is an operator tool, not a hot path.
 //!
@@ -291,13 +296,21 @@ impl AuditLog {
         batch.append(NS, json)
     }
 
-    /// Appends `record` durably.
+    /// Appends the record of a call that changed nothing (a read, a denial, a failed call),
+    /// with the store's deferred durability ([`Store::apply_deferred`]): committed before the
+    /// call answers and safe from `kill -9`; synced to disk within the store's deferred-sync
+    /// interval. A call that changed state commits its record with the change instead
+    /// ([`AuditLog::append_to`] into the change's batch).
     pub async fn write(&self, record: &AuditRecord) -> Result<(), AwsError> {
         let batch = self.append_to(Batch::new(), record);
-        self.store.apply(batch).await.map(|_| ()).map_err(|e| {
-            tracing::error!(error = %e, "audit write failed");
-            AwsError::internal()
-        })
+        self.store
+            .apply_deferred(batch)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit write failed");
+                AwsError::internal()
+            })
     }
 
     /// Reads up to `limit` records passing `filter`, newest first, starting after the store key

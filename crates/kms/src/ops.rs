@@ -150,8 +150,15 @@ async fn finish(
     match result {
         Ok(out) => {
             let record = k.audit.record_for(ctx, ev, Ok(out.elements));
-            let batch = k.audit.append_to(out.batch.unwrap_or_default(), &record);
-            match k.store.apply(batch).await {
+            // A call that changed nothing commits only its audit record: deferred sync.
+            let applied = match out.batch {
+                Some(batch) => k.store.apply(k.audit.append_to(batch, &record)).await,
+                None => {
+                    let batch = k.audit.append_to(Default::default(), &record);
+                    k.store.apply_deferred(batch).await
+                }
+            };
+            match applied {
                 Ok(_) => {
                     forget_touched(k, &out.touched);
                     Ok(Ok(out.response))

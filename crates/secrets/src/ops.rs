@@ -196,10 +196,15 @@ pub(crate) async fn dispatch(
                 let record = s
                     .audit
                     .record_for(ctx, ev, Ok(std::mem::take(&mut out.elements)));
-                let batch = s
-                    .audit
-                    .append_to(out.batch.take().unwrap_or_default(), &record);
-                match s.store.apply(batch).await {
+                // A call that changed nothing commits only its audit record: deferred sync.
+                let applied = match out.batch.take() {
+                    Some(batch) => s.store.apply(s.audit.append_to(batch, &record)).await,
+                    None => {
+                        let batch = s.audit.append_to(Default::default(), &record);
+                        s.store.apply_deferred(batch).await
+                    }
+                };
+                match applied {
                     Ok(_) => {
                         for arn in &out.current_changed {
                             s.bump(arn);

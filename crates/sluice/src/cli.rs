@@ -221,6 +221,12 @@ pub fn serve_config(a: &ServeArgs) -> anyhow::Result<Config> {
             other => anyhow::bail!("sqlite_sync must be \"full\" or \"normal\", got {other:?}"),
         };
     }
+    if let Some(ms) = file.audit_sync_ms {
+        if ms > 10_000 {
+            anyhow::bail!("audit_sync_ms must be at most 10000, got {ms}");
+        }
+        cfg.audit_sync = std::time::Duration::from_millis(ms);
+    }
     let id = std::env::var("SLUICE_ROOT_ACCESS_KEY_ID").ok();
     let secret = std::env::var("SLUICE_ROOT_SECRET_ACCESS_KEY").ok();
     cfg.root_credentials = match (id, secret) {

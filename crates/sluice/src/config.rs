@@ -29,6 +29,9 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// SQLite synchronous mode: `full` (default) or `normal`.
     pub sqlite_sync: Option<String>,
+    /// Longest time, in milliseconds, the audit record of a call that changed nothing waits
+    /// for its fsync after the answer (default 50; 0 = fsync before answering).
+    pub audit_sync_ms: Option<u64>,
     /// Let the root principal put events whose source begins `aws.` (off by default).
     pub allow_aws_sources: Option<bool>,
     /// Serve Prometheus metrics at `/_sluice/metrics` without authentication (default true).
@@ -66,6 +69,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// SQLite `synchronous=FULL` (true, default) or `NORMAL`.
     pub sqlite_full_sync: bool,
+    /// Longest time the audit record of a call that changed nothing (Decrypt, GetSecretValue,
+    /// a denial) waits for its fsync after the call answered (default 50 ms; zero: before).
+    pub audit_sync: std::time::Duration,
     /// Root access key pair from the environment, if given.
     pub root_credentials: Option<(String, String)>,
     /// Root key (base64) from the environment, if given.
@@ -97,6 +103,7 @@ impl Config {
             account_id: "000000000000".into(),
             max_body_bytes: 8 * 1024 * 1024,
             sqlite_full_sync: true,
+            audit_sync: std::time::Duration::from_millis(50),
             root_credentials: None,
             root_key: None,
             allow_aws_sources: false,

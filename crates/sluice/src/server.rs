@@ -143,6 +143,7 @@ pub async fn start_with(
                 } else {
                     SyncMode::Normal
                 },
+                deferred_sync: cfg.audit_sync,
                 ..SqliteOptions::default()
             },
         )

@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             persistence_across_reopen,
             closed_store_errors,
             close_drains_pending,
+            deferred_batches,
         );
     };
     (@tests $factory:expr; $($name:ident),* $(,)?) => {
@@ -91,6 +92,7 @@ pub async fn run_all<F: StoreFactory>(make: impl Fn() -> F) {
     persistence_across_reopen(make()).await;
     closed_store_errors(make()).await;
     close_drains_pending(make()).await;
+    deferred_batches(make()).await;
 }
 
 const NS: &str = "test.items";
@@ -909,4 +911,64 @@ pub async fn close_drains_pending<F: StoreFactory>(f: F) {
         .unwrap();
     assert_eq!(stored.len(), total, "only acknowledged writes are stored");
     s2.close().await.unwrap();
+}
+
+/// `apply_deferred` keeps every promise but the sync: its batches are atomic, conditional,
+/// visible when it returns, ordered with ordinary batches (one sequence), and still there after
+/// a reopen.
+pub async fn deferred_batches<F: StoreFactory>(f: F) {
+    let s = std::sync::Arc::new(f.open().await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..8u8 {
+        let s = std::sync::Arc::clone(&s);
+        tasks.spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..50u8 {
+                let batch = Batch::new().put(NS, [t, i], [i]).append("log", [t, i]);
+                // Half the tasks defer, the others alternate: groups mix both kinds.
+                let deferred = t % 2 == 0 || i % 2 == 0;
+                let seq = if deferred {
+                    s.apply_deferred(batch).await.unwrap()
+                } else {
+                    s.apply(batch).await.unwrap()
+                };
+                // Visible at once.
+                assert_eq!(value_of(&*s, NS, &[t, i]).await, Some(vec![i]));
+                seqs.push(seq);
+            }
+            seqs
+        });
+    }
+    let mut all = Vec::new();
+    for seqs in tasks.join_all().await {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "per-task order");
+        all.extend(seqs);
+    }
+    let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), 400, "one distinct sequence per batch");
+    // A deferred batch's expectations are checked like any other.
+    s.apply_deferred(Batch::new().expect(NS, "absent", None).put(NS, "d", "1"))
+        .await
+        .unwrap();
+    assert!(is_conflict(
+        &s.apply_deferred(Batch::new().expect(NS, "d", None).put(NS, "e", "1"))
+            .await
+    ));
+    assert_eq!(value_of(&*s, NS, b"e").await, None);
+    let log = s.scan("log", KeyRange::all(), 1000, false).await.unwrap();
+    assert_eq!(log.len(), 400);
+    assert!(log.windows(2).all(|w| w[0].1.version < w[1].1.version));
+    s.close().await.unwrap();
+    drop(s);
+
+    let s = f.open().await;
+    assert_eq!(
+        s.scan("log", KeyRange::all(), 1000, false)
+            .await
+            .unwrap()
+            .len(),
+        400
+    );
+    assert_eq!(value_of(&s, NS, b"d").await, Some(b"1".to_vec()));
+    s.close().await.unwrap();
 }

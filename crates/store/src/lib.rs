@@ -19,6 +19,14 @@
 //! nothing). Implementations batch concurrent `apply` calls into one transaction and one sync
 //! (group commit), each batch still atomic and isolated from the others in the group.
 //!
+//! [`Store::apply_deferred`] is the one relaxation, for records of calls that changed nothing
+//! (the audit records of reads such as KMS `Decrypt`): the batch is committed and survives
+//! `kill -9` when the call returns, but its sync to stable storage may trail by a bounded
+//! interval, so a read-heavy load does not pay an fsync per request. (PostgreSQL's
+//! `synchronous_commit = off` per transaction is the same promise, and what a PostgreSQL store
+//! would use.) Anything committed with `apply` is synced with, and after, every earlier
+//! deferred batch.
+//!
 //! # Implementations
 //! - [`sqlite::SqliteStore`]: the embedded default (WAL mode, one writer thread doing group
 //!   commit, a pool of read connections).
@@ -202,6 +210,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Applies `batch` atomically and durably; returns the batch's commit sequence number.
     async fn apply(&self, batch: Batch) -> Result<u64, StoreError>;
+
+    /// Applies `batch` atomically like [`Store::apply`], with a relaxed promise for records
+    /// of calls that changed nothing (audit records of reads and denials): when this returns
+    /// the batch is committed, visible, ordered with every other batch, and survives the
+    /// process being killed; its sync to stable storage may come later, within the store's
+    /// deferred-sync interval, or with the next batch committed by [`Store::apply`] (whichever
+    /// comes first). A power loss or kernel crash inside that window may lose it; it never
+    /// loses or reorders anything committed by [`Store::apply`].
+    ///
+    /// Never use it for state a client is told was stored. The default implementation is
+    /// [`Store::apply`] (a store without a cheaper relaxed commit keeps the full promise).
+    async fn apply_deferred(&self, batch: Batch) -> Result<u64, StoreError> {
+        self.apply(batch).await
+    }
 
     /// Flushes and closes; later calls fail with [`StoreError::Closed`]. Batches already
     /// submitted when `close` is called are still committed and answered; closing a closed

@@ -58,9 +58,28 @@
 //! the database is never corrupted, but the last transactions before a power loss or kernel crash
 //! may be rolled back. Normal trades that window for not paying an fsync per group.
 //!
-//! The writer connection checkpoints automatically every 1000 WAL pages (`wal_autocheckpoint`,
-//! passive: it copies what no reader still needs and never blocks readers), and
-//! `journal_size_limit` (64 MiB) truncates an oversized WAL afterwards.
+//! Deferred batches ([`Store::apply_deferred`]): a group made only of deferred batches commits
+//! with `synchronous = NORMAL` (the writer switches the pragma only when the kind of group
+//! changes); a group holding at least one ordinary batch commits as the sync mode says, and in
+//! `Full` mode its WAL sync covers every earlier deferred commit too (one file, appended in
+//! order). The first deferred commit after a sync arms a deadline of
+//! [`SqliteOptions::deferred_sync`]; when it passes with deferred commits still unsynced, the
+//! WAL thread fsyncs (`fdatasync`) the `-wal` file, so a deferred batch reaches stable storage
+//! within that interval at most (plus the sync itself).
+//!
+//! # Checkpoints: the WAL thread
+//! Checkpoints do not run on the writer: a checkpoint copies pages into the database file and
+//! syncs both files, which took the writer (and every caller waiting on a group commit) away
+//! for milliseconds at a time and was the whole tail of the KMS latency. The writer runs with
+//! `wal_autocheckpoint = 0` and counts the bytes its groups wrote; every
+//! [`CHECKPOINT_BYTES`] it wakes the WAL thread (`sluice-store-wal`, its own read-write
+//! connection), which runs `PRAGMA wal_checkpoint(PASSIVE)` concurrently with the writer's
+//! appends (WAL mode allows one checkpointer beside one writer), and also when the store has
+//! been written but idle for a second. If a passive checkpoint leaves a WAL of more than
+//! [`WAL_LIMIT_FRAMES`] frames (the writer never paused long enough for the WAL to restart), it
+//! runs `wal_checkpoint(TRUNCATE)`, which makes the writer wait once so the WAL restarts from
+//! the beginning: the WAL stays bounded under any load. `journal_size_limit` (64 MiB) truncates
+//! an oversized WAL after a restart.
 //!
 //! # Recovery
 //! Nothing of sluice's own: after a crash, the next open lets SQLite replay the WAL. A group
@@ -122,6 +141,17 @@ pub enum SyncMode {
     Normal,
 }
 
+/// Bytes written by group commits after which the writer asks the WAL thread for a checkpoint
+/// (about 1000 WAL pages, SQLite's own autocheckpoint default).
+pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+
+/// WAL frames (pages) above which the WAL thread forces the WAL to restart (64 MiB of pages).
+pub const WAL_LIMIT_FRAMES: i64 = 16_384;
+
+/// How long the WAL thread waits without a checkpoint request before it checkpoints what was
+/// written anyway.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
 /// Options of [`SqliteStore::open`].
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -135,6 +165,9 @@ pub struct SqliteOptions {
     pub busy_timeout: Duration,
     /// Page cache per connection, in KiB.
     pub cache_size_kib: u32,
+    /// In [`SyncMode::Full`], the longest a batch committed with [`Store::apply_deferred`] stays
+    /// unsynced (`Duration::ZERO`: deferred batches are synced like any other).
+    pub deferred_sync: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -145,11 +178,20 @@ impl Default for SqliteOptions {
             max_group: 256,
             busy_timeout: Duration::from_secs(5),
             cache_size_kib: 8 * 1024,
+            deferred_sync: Duration::from_millis(50),
         }
     }
 }
 
 type Reply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// One `apply`/`apply_deferred` call queued for the writer.
+struct Job {
+    batch: Batch,
+    reply: Reply,
+    /// Committed by [`Store::apply_deferred`].
+    deferred: bool,
+}
 
 /// Counters of the writer since open (for metrics and benchmarks).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -160,6 +202,10 @@ pub struct SqliteStats {
     pub batches: u64,
     /// Batches rejected with [`StoreError::Conflict`].
     pub conflicts: u64,
+    /// Checkpoints run by the WAL thread.
+    pub checkpoints: u64,
+    /// Syncs of the WAL file for deferred batches (not counting the syncs of ordinary commits).
+    pub deferred_syncs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -167,6 +213,8 @@ struct Counters {
     groups: AtomicU64,
     batches: AtomicU64,
     conflicts: AtomicU64,
+    checkpoints: AtomicU64,
+    deferred_syncs: AtomicU64,
 }
 
 /// The SQLite store. Cheap to clone (clones share the store).
@@ -180,7 +228,7 @@ struct Inner {
     options: SqliteOptions,
     closed: AtomicBool,
     /// `None` once closed: the writer exits when every sender is gone and the queue is empty.
-    sender: RwLock<Option<mpsc::UnboundedSender<(Batch, Reply)>>>,
+    sender: RwLock<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     read_permits: Semaphore,
@@ -314,13 +362,20 @@ impl SqliteStore {
             )));
         }
         configure(&conn, &options)?;
-        // Checkpoints run automatically every 1000 WAL pages (passive: they never wait for
-        // readers); after one, a WAL file larger than this is truncated back to it.
-        conn.execute_batch(
-            "PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 67108864;",
+        // Checkpoints run on the WAL thread, not on the writer (see the module docs); after a
+        // WAL restart, a WAL file larger than this is truncated back to it.
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;")
+            .map_err(backend)?;
+        migrate(&mut conn)?;
+        let wal_conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(backend)?;
-        migrate(&mut conn)?;
+        configure(&wal_conn, &options)?;
+        wal_conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(backend)?;
 
         let mut readers = Vec::with_capacity(options.read_connections);
         for _ in 0..options.read_connections {
@@ -328,12 +383,40 @@ impl SqliteStore {
         }
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let max_group = options.max_group;
         let counters = Arc::new(Counters::default());
-        let writer_counters = Arc::clone(&counters);
+        let (wal_tx, wal_rx) = std::sync::mpsc::channel();
+        let wal = WalShared {
+            counters: Arc::clone(&counters),
+            unsynced: AtomicBool::new(false),
+            written: AtomicU64::new(0),
+        };
+        let wal = Arc::new(wal);
+        let wal_path = {
+            let mut p = path.as_os_str().to_owned();
+            p.push("-wal");
+            PathBuf::from(p)
+        };
+        let wal_thread = {
+            let wal = Arc::clone(&wal);
+            let deferred_sync = options.deferred_sync;
+            std::thread::Builder::new()
+                .name("sluice-store-wal".into())
+                .spawn(move || wal_loop(wal_conn, &wal_path, wal_rx, &wal, deferred_sync))
+                .map_err(backend)?
+        };
+        let writer = Writer {
+            conn,
+            max_group: options.max_group,
+            // Deferred groups commit with NORMAL only where ordinary ones would sync.
+            relax_deferred: options.sync == SyncMode::Full && !options.deferred_sync.is_zero(),
+            full_now: options.sync == SyncMode::Full,
+            wal,
+            wal_tx: Some(wal_tx),
+            wal_thread: Some(wal_thread),
+        };
         let writer = std::thread::Builder::new()
             .name("sluice-store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_group, &writer_counters))
+            .spawn(move || writer.run(rx))
             .map_err(backend)?;
 
         Ok(Self {
@@ -362,7 +445,30 @@ impl SqliteStore {
             groups: c.groups.load(Ordering::Relaxed),
             batches: c.batches.load(Ordering::Relaxed),
             conflicts: c.conflicts.load(Ordering::Relaxed),
+            checkpoints: c.checkpoints.load(Ordering::Relaxed),
+            deferred_syncs: c.deferred_syncs.load(Ordering::Relaxed),
         }
+    }
+
+    /// Queues `batch` for the writer and waits for its commit.
+    async fn submit(&self, batch: Batch, deferred: bool) -> Result<u64, StoreError> {
+        let (reply, reply_rx) = oneshot::channel();
+        {
+            let sender = self.inner.sender.read().map_err(backend)?;
+            let sender = sender.as_ref().ok_or(StoreError::Closed)?;
+            sender
+                .send(Job {
+                    batch,
+                    reply,
+                    deferred,
+                })
+                .map_err(|_| {
+                    StoreError::Backend("the store writer stopped (see earlier errors)".into())
+                })?;
+        }
+        reply_rx
+            .await
+            .map_err(|_| StoreError::Backend("the store writer stopped before answering".into()))?
     }
 
     /// Runs `f` on a pooled read connection on a blocking thread.
@@ -399,34 +505,197 @@ impl SqliteStore {
     }
 }
 
-fn writer_loop(
-    mut conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<(Batch, Reply)>,
+/// State the writer shares with the WAL thread.
+struct WalShared {
+    counters: Arc<Counters>,
+    /// A deferred group committed since the last sync of the WAL.
+    unsynced: AtomicBool,
+    /// Approximate bytes committed since the last checkpoint.
+    written: AtomicU64,
+}
+
+/// What the writer tells the WAL thread.
+enum WalMsg {
+    /// [`CHECKPOINT_BYTES`] were written since the last checkpoint.
+    Checkpoint,
+    /// A deferred group committed without a sync: arm the deferred-sync deadline.
+    Deferred,
+}
+
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
     max_group: usize,
-    counters: &Counters,
-) {
-    let mut group = Vec::with_capacity(max_group);
-    while let Some(first) = rx.blocking_recv() {
-        group.push(first);
-        while group.len() < max_group {
-            match rx.try_recv() {
-                Ok(item) => group.push(item),
-                Err(_) => break,
+    /// Commit all-deferred groups with `synchronous = NORMAL`.
+    relax_deferred: bool,
+    /// The connection's current `synchronous` setting is FULL.
+    full_now: bool,
+    wal: Arc<WalShared>,
+    wal_tx: Option<std::sync::mpsc::Sender<WalMsg>>,
+    wal_thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        let mut group = Vec::with_capacity(self.max_group);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < self.max_group {
+                match rx.try_recv() {
+                    Ok(item) => group.push(item),
+                    Err(_) => break,
+                }
+            }
+            self.commit(&mut group);
+        }
+        // Every sender is gone and the queue is drained: stop the WAL thread (it syncs what
+        // is pending), then fold the WAL into the main file.
+        self.wal_tx.take();
+        if let Some(t) = self.wal_thread.take()
+            && t.join().is_err()
+        {
+            tracing::warn!("store: the WAL thread panicked");
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "store: WAL checkpoint at close failed");
+        }
+        if let Err((_, e)) = self.conn.close() {
+            tracing::warn!(error = %e, "store: closing the write connection failed");
+        }
+    }
+
+    /// Commits one group with the right `synchronous` setting and tells the WAL thread what
+    /// it needs to know.
+    fn commit(&mut self, group: &mut Vec<Job>) {
+        let relaxed = self.relax_deferred && group.iter().all(|j| j.deferred);
+        if self.relax_deferred && relaxed == self.full_now {
+            let pragma = if relaxed {
+                "PRAGMA synchronous = NORMAL"
+            } else {
+                "PRAGMA synchronous = FULL"
+            };
+            match self.conn.execute_batch(pragma) {
+                Ok(()) => self.full_now = !relaxed,
+                Err(e) => tracing::warn!(error = %e, "store: switching synchronous failed"),
             }
         }
-        commit_group(&mut conn, &mut group, counters);
-    }
-    // Every sender is gone and the queue is drained: fold the WAL into the main file.
-    if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-        tracing::warn!(error = %e, "store: WAL checkpoint at close failed");
-    }
-    if let Err((_, e)) = conn.close() {
-        tracing::warn!(error = %e, "store: closing the write connection failed");
+        let bytes: u64 = group.iter().map(|j| batch_bytes(&j.batch)).sum();
+        let committed = commit_group(&mut self.conn, group, &self.wal.counters);
+        if !committed {
+            return;
+        }
+        let Some(wal_tx) = &self.wal_tx else { return };
+        if self.full_now {
+            // This commit synced the WAL, earlier deferred commits included.
+            self.wal.unsynced.store(false, Ordering::Release);
+        } else if relaxed && !self.wal.unsynced.swap(true, Ordering::AcqRel) {
+            let _ = wal_tx.send(WalMsg::Deferred);
+        }
+        let before = self.wal.written.fetch_add(bytes, Ordering::AcqRel);
+        if before < CHECKPOINT_BYTES && before + bytes >= CHECKPOINT_BYTES {
+            let _ = wal_tx.send(WalMsg::Checkpoint);
+        }
     }
 }
 
-/// Commits `group` (drained) as one transaction; answers every caller.
-fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters: &Counters) {
+/// Roughly the bytes a batch adds to the WAL (keys and values; pages add overhead).
+fn batch_bytes(batch: &Batch) -> u64 {
+    batch
+        .ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value, .. } => key.len() + value.len() + 16,
+            Op::Append { value, .. } => value.len() + 26,
+            Op::Delete { key, .. } => key.len() + 16,
+            Op::Expect { .. } => 0,
+        } as u64)
+        .sum()
+}
+
+/// The WAL thread: checkpoints and deferred syncs (see the module docs). Exits when the
+/// writer drops its sender, after syncing what is still pending.
+fn wal_loop(
+    conn: Connection,
+    wal_path: &Path,
+    rx: std::sync::mpsc::Receiver<WalMsg>,
+    shared: &WalShared,
+    deferred_sync: Duration,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut deadline: Option<std::time::Instant> = None;
+    loop {
+        let now = std::time::Instant::now();
+        let wait = deadline.map_or(IDLE_CHECKPOINT, |d| d.saturating_duration_since(now));
+        match rx.recv_timeout(wait) {
+            Ok(WalMsg::Deferred) => {
+                deadline.get_or_insert(now + deferred_sync);
+            }
+            Ok(WalMsg::Checkpoint) => checkpoint(&conn, shared),
+            Err(RecvTimeoutError::Timeout) => {
+                if deadline.is_none() && shared.written.load(Ordering::Acquire) > 0 {
+                    checkpoint(&conn, shared);
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                sync_wal(wal_path, shared);
+                break;
+            }
+        }
+        if deadline.is_some_and(|d| d <= std::time::Instant::now()) {
+            deadline = None;
+            sync_wal(wal_path, shared);
+        }
+    }
+    drop(conn);
+}
+
+/// Syncs the WAL file if a deferred commit is unsynced. `fdatasync` through any descriptor of
+/// the file flushes what every connection wrote to it.
+fn sync_wal(wal_path: &Path, shared: &WalShared) {
+    if !shared.unsynced.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    match std::fs::File::open(wal_path).and_then(|f| f.sync_data()) {
+        Ok(()) => {
+            shared
+                .counters
+                .deferred_syncs
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        // No WAL file: every commit was checkpointed and the file removed.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            // Keep it pending: the next deferred commit re-arms the deadline.
+            shared.unsynced.store(true, Ordering::Release);
+            tracing::error!(error = %e, "store: syncing the WAL failed");
+        }
+    }
+}
+
+/// Runs a passive checkpoint (and a truncating one if the WAL has grown past its limit).
+fn checkpoint(conn: &Connection, shared: &WalShared) {
+    shared.written.store(0, Ordering::Release);
+    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match passive {
+        Ok((log, done)) => {
+            shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);
+            // (When everything was copied, the writer's next transaction restarts the WAL.)
+            if log > WAL_LIMIT_FRAMES
+                && done < log
+                && let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+            {
+                tracing::warn!(error = %e, "store: truncating checkpoint failed");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
+    }
+}
+
+/// Commits `group` (drained) as one transaction; answers every caller. Returns whether the
+/// transaction committed.
+fn commit_group(conn: &mut Connection, group: &mut Vec<Job>, counters: &Counters) -> bool {
     let mut results: Vec<Result<u64, StoreError>> = Vec::with_capacity(group.len());
     let outcome = (|| -> Result<(), StoreError> {
         let tx = conn
@@ -442,7 +711,7 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters
                 .and_then(|mut s| s.execute([]))
                 .map_err(backend)
         };
-        for (batch, _) in group.iter() {
+        for Job { batch, .. } in group.iter() {
             let seq = last_seq + 1;
             // A batch can fail half-way only on an `Expect` that follows a write; only such a
             // batch needs a savepoint to undo its earlier ops. (Backend errors fail the whole
@@ -484,7 +753,8 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters
             .map_err(backend)?;
         tx.commit().map_err(backend)
     })();
-    if outcome.is_ok() {
+    let committed = outcome.is_ok();
+    if committed {
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         let conflicts = results
             .iter()
@@ -500,10 +770,11 @@ fn commit_group(conn: &mut Connection, group: &mut Vec<(Batch, Reply)>, counters
         results.clear();
         results.extend(group.iter().map(|_| Err(StoreError::Backend(text.clone()))));
     }
-    for ((_, reply), result) in group.drain(..).zip(results) {
+    for (job, result) in group.drain(..).zip(results) {
         // The caller may have gone away (its future dropped); the write stands regardless.
-        let _ = reply.send(result);
+        let _ = job.reply.send(result);
     }
+    committed
 }
 
 /// Whether an `Expect` of `batch` comes after one of its writes (so a conflict would have to
@@ -654,17 +925,11 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, batch: Batch) -> Result<u64, StoreError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        {
-            let sender = self.inner.sender.read().map_err(backend)?;
-            let sender = sender.as_ref().ok_or(StoreError::Closed)?;
-            sender.send((batch, reply_tx)).map_err(|_| {
-                StoreError::Backend("the store writer stopped (see earlier errors)".into())
-            })?;
-        }
-        reply_rx
-            .await
-            .map_err(|_| StoreError::Backend("the store writer stopped before answering".into()))?
+        self.submit(batch, false).await
+    }
+
+    async fn apply_deferred(&self, batch: Batch) -> Result<u64, StoreError> {
+        self.submit(batch, true).await
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! Crash test: a child process applies batches from concurrent tasks and prints every
 //! acknowledged commit; the parent SIGKILLs it mid-stream, reopens the store and checks that every
-//! acknowledged write is there, and that no batch survived in part.
+//! acknowledged write is there, and that no batch survived in part. Half the writers commit
+//! with `apply_deferred`, whose batches must survive the kill the same way.
 //!
 //! The child is this same test binary running the ignored `crash_child` test with
 //! `SLUICE_STORE_CRASH_DB` set.
@@ -50,7 +51,12 @@ fn crash_child() {
                         .put(DATA, key.as_str(), vec![w as u8; 100])
                         .put("crash.cursor", format!("w{w:02}"), key.as_str())
                         .append(LOG, key.as_str());
-                    let seq = store.apply(batch).await.unwrap();
+                    // Odd writers use the deferred commit: it too must survive `kill -9`.
+                    let seq = if w % 2 == 1 {
+                        store.apply_deferred(batch).await.unwrap()
+                    } else {
+                        store.apply(batch).await.unwrap()
+                    };
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {key} {seq}").unwrap();
                     out.flush().unwrap();

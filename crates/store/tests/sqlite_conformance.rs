@@ -155,3 +155,57 @@ async fn drop_without_close_keeps_acknowledged_writes() {
     assert_eq!(s.get("ns", b"k").await.unwrap().unwrap().version, seq);
     s.close().await.unwrap();
 }
+
+/// The WAL thread syncs deferred commits within the interval and checkpoints the WAL as it
+/// grows, so the writer never has to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_thread_syncs_deferred_commits_and_checkpoints() {
+    let f = Sqlite::with(SqliteOptions {
+        deferred_sync: std::time::Duration::from_millis(20),
+        ..SqliteOptions::default()
+    });
+    let s = f.open().await;
+    s.apply_deferred(Batch::new().append("audit", "read"))
+        .await
+        .unwrap();
+    // The deferred sync comes by itself (bounded wait, no timing claim beyond "eventually").
+    let mut waited = 0;
+    while s.stats().deferred_syncs == 0 && waited < 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert_eq!(s.stats().deferred_syncs, 1, "{:?}", s.stats());
+
+    // 24 MiB through both kinds of commit: the writer asks for checkpoints on the way.
+    let blob = vec![7u8; 256 * 1024];
+    for i in 0..96u32 {
+        let batch = Batch::new().put("blobs", i.to_be_bytes(), blob.clone());
+        if i % 2 == 0 {
+            s.apply_deferred(batch).await.unwrap();
+        } else {
+            s.apply(batch).await.unwrap();
+        }
+    }
+    let mut waited = 0;
+    while s.stats().checkpoints < 3 && waited < 500 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        waited += 1;
+    }
+    assert!(s.stats().checkpoints >= 3, "{:?}", s.stats());
+    let wal = std::fs::metadata(f.path().with_extension("db-wal")).unwrap();
+    assert!(
+        wal.len() < 80 * 1024 * 1024,
+        "WAL of {} bytes after checkpoints",
+        wal.len()
+    );
+    s.close().await.unwrap();
+    let s = f.open().await;
+    assert_eq!(
+        s.scan("blobs", sluice_store::KeyRange::all(), 200, false)
+            .await
+            .unwrap()
+            .len(),
+        96
+    );
+    s.close().await.unwrap();
+}
