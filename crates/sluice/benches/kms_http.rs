@@ -8,7 +8,9 @@
 //! `SLUICE_BENCH_CLIENTS` (default 64) tasks sends Encrypt then Decrypt in a loop over its own
 //! keep-alive connection for `SLUICE_BENCH_SECS` (default 10) seconds after a 2-second warm-up.
 //! Every request is a full server request: SigV4, JSON 1.1 validation, policy evaluation, AES-GCM,
-//! and a durable audit record (group-committed). Prints requests/s and latency percentiles.
+//! and an audit record committed before the answer (group commit; as a record of a call that
+//! changes nothing its fsync is deferred, see `Store::apply_deferred`). Prints requests/s and
+//! latency percentiles.
 //!
 //! With `SLUICE_BENCH_PROCESS=1` the server is the release `sluice serve` binary in its own
 //! process instead of in-process, so the server's CPU time per request can be read apart from
