@@ -9,12 +9,9 @@
 
 use serde_json::Value;
 use sluice_pattern::{Matcher, Pattern, explain, matches_value};
-use std::path::Path;
 
 fn run_file(file: &str) -> usize {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/corpus")
-        .join(file);
+    let path = manifest_dir().join("tests/corpus").join(file);
     let cases: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut failures = Vec::new();
     for case in &cases {
@@ -91,9 +88,7 @@ fn corpus_in_one_shared_matcher() {
         "semantics-probe.json",
         "sluice-operators.json",
     ] {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/corpus")
-            .join(file);
+        let path = manifest_dir().join("tests/corpus").join(file);
         let cases: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         all.extend(cases.into_iter().filter(|c| c["expect"] != "invalid"));
@@ -172,4 +167,12 @@ fn scanner_event_handling() {
     // nothing referenced after "b": the tail is not read (documented), but a bad tail inside a
     // nested referenced object is still found
     assert!(m.matches_for_event(br#"{"b":{"c":1,"d":[}}"#).is_err());
+}
+
+/// The package directory at run time (`cargo test` sets it). The compile-time value can name
+/// another checkout when a shared target directory is reused across clones.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

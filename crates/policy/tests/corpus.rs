@@ -320,7 +320,7 @@ fn run_file(path: &std::path::Path) -> (usize, Vec<String>) {
 
 #[test]
 fn corpus() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let dir = manifest_dir().join("tests/corpus");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -343,4 +343,12 @@ fn corpus() {
         failures.join("\n\n")
     );
     eprintln!("{total} corpus cases passed in {} files", files.len());
+}
+
+/// The package directory at run time (`cargo test` sets it). The compile-time value can name
+/// another checkout when a shared target directory is reused across clones.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }

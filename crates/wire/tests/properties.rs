@@ -11,8 +11,7 @@ fn member_names() -> Vec<String> {
     let mut names = std::collections::BTreeSet::new();
     for svc in SERVICE_NAMES {
         let text =
-            std::fs::read_to_string(format!("{}/models/{svc}.json", env!("CARGO_MANIFEST_DIR")))
-                .unwrap();
+            std::fs::read_to_string(manifest_dir().join(format!("models/{svc}.json"))).unwrap();
         let doc: Value = serde_json::from_str(&text).unwrap();
         for shape in doc["shapes"].as_object().unwrap().values() {
             if let Some(members) = shape.get("members").and_then(Value::as_object) {
@@ -169,4 +168,12 @@ proptest! {
             }
         }
     }
+}
+
+/// The package directory at run time (`cargo test` sets it). The compile-time value can name
+/// another checkout when a shared target directory is reused across clones.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
