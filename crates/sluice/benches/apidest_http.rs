@@ -11,6 +11,12 @@
 //!   (default 20,000) are put by 8 concurrent clients, 10 entries per PutEvents request; the
 //!   result is events delivered per second, from the first PutEvents to the last delivery, and
 //!   the invocation latency distribution is not measured (the receiver is local).
+//! - **latency**: rate limit 1,000,000/s; one event per PutEvents, sent one after another with
+//!   a pause of 10 ms (about 90 events/s: low load), `SLUICE_BENCH_LATENCY_EVENTS` events
+//!   (default 500) per run. Each event carries a sequence number; the receiver reads it from the
+//!   delivered body, and the latency of an event is its arrival at the receiver minus the moment
+//!   its PutEvents response reached the client (the client and the receiver share one clock:
+//!   same process). Prints p50, p90, p99 and max.
 //! - **rate 50 / rate 300**: the API destination's limit is 50 (resp. 300); `6 x rate` events
 //!   are put at once (faster than the limit), and the achieved rate is
 //!   `(n - 1) / (last arrival - first arrival)` over all deliveries, and over the steady part
@@ -28,6 +34,8 @@ use support::{AKID, SECRET, env_or, signed};
 
 struct Rx {
     arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// Arrivals of latency-scenario events by their sequence number.
+    tagged: Arc<Mutex<Vec<(u64, Instant)>>>,
     addr: std::net::SocketAddr,
 }
 
@@ -35,17 +43,31 @@ async fn receiver() -> Rx {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
-    let a2 = arrivals.clone();
+    let tagged: Arc<Mutex<Vec<(u64, Instant)>>> = Arc::default();
+    let (a2, t2) = (arrivals.clone(), tagged.clone());
     let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
-        let a = a2.clone();
+        let (a, t) = (a2.clone(), t2.clone());
         async move {
-            let _ = axum::body::to_bytes(req.into_body(), 1 << 20).await;
-            a.lock().unwrap().push(Instant::now());
+            let latency = req.uri().path().ends_with("/lat");
+            let body = axum::body::to_bytes(req.into_body(), 1 << 20).await;
+            let now = Instant::now();
+            a.lock().unwrap().push(now);
+            if latency
+                && let Ok(b) = body
+                && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b)
+                && let Some(seq) = v["detail"]["seq"].as_u64()
+            {
+                t.lock().unwrap().push((seq, now));
+            }
             "ok"
         }
     });
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Rx { arrivals, addr }
+    Rx {
+        arrivals,
+        tagged,
+        addr,
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -138,10 +160,10 @@ fn main() {
         };
 
         let mut scenario = 0;
-        let mut setup = |rate: u64| {
+        let mut setup = |rate: u64, path: &'static str| {
             scenario += 1;
             let name = format!("s{scenario}");
-            let url = format!("http://{}/in/{name}", rx.addr);
+            let url = format!("http://{}/in/{name}{path}", rx.addr);
             let conn_arn = conn_arn.clone();
             let call = &call;
             async move {
@@ -176,7 +198,7 @@ fn main() {
 
         let mut tput = Vec::new();
         for run in 0..runs {
-            let source = setup(1_000_000).await;
+            let source = setup(1_000_000, "").await;
             rx.arrivals.lock().unwrap().clear();
             let t0 = Instant::now();
             let n = put_all(source, n_events).await;
@@ -192,11 +214,56 @@ fn main() {
         }
         println!("apidest_http throughput median delivered_per_s={:.0}", median(&mut tput));
 
+        let n_lat = env_or("SLUICE_BENCH_LATENCY_EVENTS", 500);
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            let source = setup(1_000_000, "/lat").await;
+            rx.tagged.lock().unwrap().clear();
+            let mut acked = Vec::with_capacity(n_lat as usize);
+            for seq in 0..n_lat {
+                let entries = serde_json::json!([{"Source": source, "DetailType": "Bench",
+                    "Detail": serde_json::json!({"seq": seq, "payload": "x".repeat(200)}).to_string()}]);
+                let v = call("PutEvents", serde_json::json!({"Entries": entries})).await;
+                acked.push(Instant::now());
+                assert_eq!(v["FailedEntryCount"], 0, "{v}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while rx.tagged.lock().unwrap().len() < n_lat as usize {
+                assert!(Instant::now() < deadline, "latency deliveries stalled");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut lat: Vec<f64> = rx
+                .tagged
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(seq, at)| at.saturating_duration_since(acked[*seq as usize]).as_secs_f64() * 1e3)
+                .collect();
+            lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+            println!(
+                "apidest_http latency run={run} events={} p50_ms={:.2} p90_ms={:.2} p99_ms={:.2} max_ms={:.2}",
+                lat.len(),
+                q(0.50),
+                q(0.90),
+                q(0.99),
+                lat[lat.len() - 1]
+            );
+            p50s.push(q(0.50));
+            p99s.push(q(0.99));
+        }
+        println!(
+            "apidest_http latency median p50_ms={:.2} p99_ms={:.2}",
+            median(&mut p50s),
+            median(&mut p99s)
+        );
+
         for rate in [50u64, 300] {
             let mut all = Vec::new();
             let mut steady = Vec::new();
             for run in 0..runs {
-                let source = setup(rate).await;
+                let source = setup(rate, "").await;
                 rx.arrivals.lock().unwrap().clear();
                 let n = put_all(source, (rate * 6) as usize).await;
                 wait_for(n).await;
