@@ -26,7 +26,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -34,15 +34,87 @@ use rand::Rng;
 use serde_json::Value;
 use sluice_core::{AwsError, Clock};
 use sluice_store::{Batch, KeyRange, Op, Store, StoreError};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::model::{DeadLetter, DeliveryRecord, NS_DLQ, NS_DUE, key_due, queue_key};
 use crate::targets::{Invocation, InvokeError, Target};
 use crate::transform::{Reserved, transform};
-use crate::{Core, internal, millis_to_iso};
+use crate::{Core, Metrics, internal, millis_to_iso};
 
 /// Deliveries leased per scan.
 const SCAN_LIMIT: usize = 256;
+
+/// Most deliveries handed to the running dispatcher in memory and not yet completed. Beyond
+/// it, new deliveries are queued due now and found by the scan (the queue is the overflow).
+pub(crate) const HANDOFF_CAPACITY: usize = 4096;
+
+/// Most completions committed in one batch.
+const COMPLETION_GROUP: usize = 1024;
+
+/// The in-memory path from `PutEvents` to the running dispatcher (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    tx: mpsc::UnboundedSender<Handoff>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Reserves room for `n` hand-offs, or `None` when the dispatcher has too many in flight.
+    pub(crate) fn reserve(&self, n: usize) -> Option<Vec<Slot>> {
+        let before = self.inflight.fetch_add(n, Ordering::AcqRel);
+        if before + n > HANDOFF_CAPACITY {
+            self.inflight.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some((0..n).map(|_| Slot(self.inflight.clone())).collect())
+    }
+
+    /// Passes committed, pre-leased deliveries to the dispatcher. If it has stopped they stay
+    /// leased in the store and are found by a scan once the lease runs out.
+    pub(crate) fn send(&self, h: Handoff) {
+        let _ = self.tx.send(h);
+    }
+}
+
+/// One unit of the in-memory hand-off capacity; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Deliveries committed by one batch (commit sequence `seq`) already leased to the running
+/// dispatcher: each under its lease key, with its record (attempt 1) and capacity slot.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) seq: u64,
+    pub(crate) items: Vec<(Vec<u8>, DeliveryRecord, Slot)>,
+}
+
+/// Which counter a committed outcome bumps.
+type Counter = fn(&Metrics) -> &AtomicU64;
+
+/// A delivery outcome waiting to be committed with others.
+struct Completion {
+    id: String,
+    /// The lease as the job knew it (the held map may know a newer one, after an extension).
+    lease: (Vec<u8>, u64),
+    /// What the outcome writes besides removing the lease.
+    ops: Vec<Op>,
+    counter: Option<Counter>,
+    /// Whether the outcome queued something the dispatcher should look at soon.
+    wake: bool,
+    reply: oneshot::Sender<Result<(), AwsError>>,
+}
+
+#[derive(Default)]
+struct Completions {
+    queue: Vec<Completion>,
+    committing: bool,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Breaker {
@@ -58,6 +130,16 @@ struct State {
     held: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+    completions: Mutex<Completions>,
+}
+
+impl std::fmt::Debug for Completions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completions")
+            .field("queued", &self.queue.len())
+            .field("committing", &self.committing)
+            .finish()
+    }
 }
 
 /// Leases and runs deliveries. [`Dispatcher::run_once`] does one pass inline (tests, tools);
@@ -75,6 +157,8 @@ pub(crate) struct Job {
     rec: DeliveryRecord,
     target: Option<Arc<dyn Target>>,
     bkey: String,
+    /// The hand-off capacity this job holds (hand-offs only).
+    _slot: Option<Slot>,
 }
 
 enum Plan {
@@ -205,6 +289,7 @@ impl Dispatcher {
                         rec: rec.clone(),
                         target,
                         bkey,
+                        _slot: None,
                     })),
                     now + core.cfg.lease_ms,
                 )
@@ -263,6 +348,80 @@ impl Dispatcher {
             Err(e) => return Err(internal(e)),
         }
         Ok(jobs)
+    }
+
+    /// Takes over deliveries that `PutEvents` committed already leased to this dispatcher:
+    /// returns the jobs to run, and the jobs whose target's circuit breaker is open (to be
+    /// [`Dispatcher::defer`]red).
+    fn accept(&self, h: Handoff) -> (Vec<Job>, Vec<(Job, i64)>) {
+        let now = self.core.clock.now_millis();
+        let mut run = Vec::with_capacity(h.items.len());
+        let mut defer = Vec::new();
+        for (lease_key, rec, slot) in h.items {
+            let target = self.core.target_for(&rec.target.arn);
+            let bkey = target
+                .as_ref()
+                .map(|t| t.breaker_key(&rec.target.arn))
+                .unwrap_or_else(|| rec.target.arn.clone());
+            self.state
+                .held
+                .lock()
+                .insert(rec.id.clone(), (lease_key.clone(), h.seq));
+            let job = Job {
+                lease_key,
+                version: h.seq,
+                rec,
+                target,
+                bkey,
+                _slot: Some(slot),
+            };
+            match self.breaker_open_until(&job.bkey, now) {
+                Some(until) => defer.push((job, until)),
+                None => run.push(job),
+            }
+        }
+        (run, defer)
+    }
+
+    /// Moves handed-off jobs whose target's breaker is open to the breaker's reopening time,
+    /// giving back the attempt their lease counted (as the scan does for due deliveries).
+    async fn defer(&self, jobs: Vec<(Job, i64)>) {
+        let mut batches = Vec::with_capacity(jobs.len());
+        for (job, until) in &jobs {
+            let Ok(id) = uuid::Uuid::parse_str(&job.rec.id) else {
+                continue;
+            };
+            let mut rec = job.rec.clone();
+            rec.attempt = rec.attempt.saturating_sub(1);
+            let Ok(value) = serde_json::to_vec(&rec) else {
+                continue;
+            };
+            batches.push(
+                Batch::new()
+                    .expect(NS_DUE, job.lease_key.clone(), Some(job.version))
+                    .delete(NS_DUE, job.lease_key.clone())
+                    .put(NS_DUE, queue_key(*until, &id), value),
+            );
+        }
+        let all = Batch {
+            ops: batches.iter().flat_map(|b| b.ops.iter().cloned()).collect(),
+        };
+        let outcome = match self.core.store.apply(all).await {
+            Err(StoreError::Conflict) => {
+                futures::future::join_all(batches.into_iter().map(|b| self.core.store.apply(b)))
+                    .await
+                    .into_iter()
+                    .find_map(|r| r.err().filter(|e| !matches!(e, StoreError::Conflict)))
+            }
+            r => r.err(),
+        };
+        if let Some(e) = outcome {
+            tracing::warn!(error = %e, "could not defer deliveries of a paused target; their leases will expire");
+        }
+        let mut held = self.state.held.lock();
+        for (job, _) in &jobs {
+            held.remove(&job.rec.id);
+        }
     }
 
     fn backoff_ms(&self, attempt: u32) -> i64 {
@@ -367,11 +526,13 @@ impl Dispatcher {
     ) -> Result<(), AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
-        let mut batch = Batch::new();
         let id = uuid::Uuid::parse_str(&job.rec.id).map_err(internal)?;
-        let mut counter = None;
-        match outcome {
-            Ok(extra) => batch.ops.extend(extra.ops),
+        let (ops, counter, wake): (Vec<Op>, Option<Counter>, bool) = match outcome {
+            // A bus target's hand-off queues deliveries due now.
+            Ok(extra) => {
+                let wake = !extra.ops.is_empty();
+                (extra.ops, None, wake)
+            }
             Err((e, "-")) => {
                 let mut rec = job.rec.clone();
                 rec.last_error = Some(format!("{}: {}", e.code, e.message));
@@ -382,12 +543,12 @@ impl Dispatcher {
                             .unwrap_or(0)
                             .min(self.core.cfg.retry_cap_ms),
                     );
-                batch = batch.put(
-                    NS_DUE,
-                    queue_key(due, &id),
-                    serde_json::to_vec(&rec).map_err(internal)?,
-                );
-                counter = Some(&core.metrics.retries);
+                let put = Op::Put {
+                    ns: NS_DUE.into(),
+                    key: queue_key(due, &id),
+                    value: serde_json::to_vec(&rec).map_err(internal)?,
+                };
+                (vec![put], Some(|m: &Metrics| &m.retries), true)
             }
             Err((e, exhausted)) => {
                 tracing::info!(delivery = %job.rec.id, rule = %job.rec.rule_arn, target = %job.rec.target.arn, code = %e.code, exhausted, "delivery dead-lettered");
@@ -399,42 +560,143 @@ impl Dispatcher {
                     exhausted: exhausted.to_string(),
                     at_ms: now,
                 };
-                batch = batch.put(
-                    NS_DLQ,
-                    queue_key(now, &id),
-                    serde_json::to_vec(&dl).map_err(internal)?,
-                );
-                counter = Some(&core.metrics.dead_lettered);
+                let put = Op::Put {
+                    ns: NS_DLQ.into(),
+                    key: queue_key(now, &id),
+                    value: serde_json::to_vec(&dl).map_err(internal)?,
+                };
+                (vec![put], Some(|m: &Metrics| &m.dead_lettered), false)
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit(Completion {
+            id: job.rec.id.clone(),
+            lease: (job.lease_key.clone(), job.version),
+            ops,
+            counter,
+            wake,
+            reply,
+        });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(internal("the completion committer stopped")))
+    }
+
+    /// Queues a completion; starts a committer task unless one is running. The committer
+    /// commits everything queued as one batch, and again for what queued meanwhile, so
+    /// completions share store batches instead of paying one each.
+    fn submit(&self, c: Completion) {
+        let start = {
+            let mut q = self.state.completions.lock();
+            q.queue.push(c);
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if start {
+            let d = self.clone();
+            tokio::spawn(async move { d.commit_completions().await });
+        }
+    }
+
+    async fn commit_completions(&self) {
+        /// If the committer dies (panic, runtime shutdown), the callers still queued are
+        /// answered with an error (their leases expire and the deliveries run again) and the
+        /// next completion starts a new committer.
+        struct Reset<'a>(&'a Mutex<Completions>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                let mut q = self.0.lock();
+                q.committing = false;
+                q.queue.clear();
             }
         }
-        // The lease may have been extended while the invocation ran: commit against the
-        // current lease, re-reading it if an extension raced with this commit.
+        let reset = Reset(&self.state.completions);
+        loop {
+            let group: Vec<Completion> = {
+                let mut q = self.state.completions.lock();
+                if q.queue.is_empty() {
+                    q.committing = false;
+                    drop(q);
+                    std::mem::forget(reset);
+                    return;
+                }
+                let n = q.queue.len().min(COMPLETION_GROUP);
+                q.queue.drain(..n).collect()
+            };
+            self.commit_group(group).await;
+        }
+    }
+
+    /// Commits `group` as one batch: per completion, `Expect` its current lease, delete it,
+    /// and its outcome's ops. A conflict (a lease lost or extended meanwhile) falls back to
+    /// one batch per completion, so one lost lease does not fail the others.
+    async fn commit_group(&self, group: Vec<Completion>) {
+        let core = &self.core;
+        let mut batch = Batch::new();
+        {
+            let held = self.state.held.lock();
+            for c in &group {
+                let (key, version) = held.get(&c.id).cloned().unwrap_or_else(|| c.lease.clone());
+                batch.ops.push(Op::Expect {
+                    ns: NS_DUE.into(),
+                    key: key.clone(),
+                    version: Some(version),
+                });
+                batch.ops.push(Op::Delete {
+                    ns: NS_DUE.into(),
+                    key,
+                });
+                batch.ops.extend(c.ops.iter().cloned());
+            }
+        }
+        let results: Vec<Result<bool, AwsError>> = match core.store.apply(batch).await {
+            Ok(_) => group.iter().map(|_| Ok(true)).collect(),
+            Err(StoreError::Conflict) => {
+                futures::future::join_all(group.iter().map(|c| self.commit_one(c))).await
+            }
+            Err(e) => {
+                let e = internal(e);
+                group.iter().map(|_| Err(e.clone())).collect()
+            }
+        };
+        let mut wake = false;
+        for (c, r) in group.into_iter().zip(results) {
+            if let Ok(true) = r {
+                if let Some(counter) = c.counter {
+                    counter(&core.metrics).fetch_add(1, Ordering::Relaxed);
+                }
+                wake |= c.wake;
+            }
+            let _ = c.reply.send(r.map(|_| ()));
+        }
+        if wake {
+            core.wake.notify_one();
+        }
+    }
+
+    /// Commits one completion alone. The lease may have been extended while the invocation
+    /// ran: commit against the current lease, re-reading it if an extension raced with this
+    /// commit. `Ok(false)`: the lease was lost (taken by another dispatcher), whose outcome
+    /// wins.
+    async fn commit_one(&self, c: &Completion) -> Result<bool, AwsError> {
         for _ in 0..3 {
             let (key, version) = self
                 .state
                 .held
                 .lock()
-                .get(&job.rec.id)
+                .get(&c.id)
                 .cloned()
-                .unwrap_or((job.lease_key.clone(), job.version));
+                .unwrap_or_else(|| c.lease.clone());
             let mut b = Batch::new()
                 .expect(NS_DUE, key.clone(), Some(version))
                 .delete(NS_DUE, key);
-            b.ops.extend(batch.ops.iter().cloned());
-            match core.store.apply(b).await {
-                Ok(_) => {
-                    if let Some(c) = counter {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                    core.wake.notify_one();
-                    return Ok(());
-                }
+            b.ops.extend(c.ops.iter().cloned());
+            match self.core.store.apply(b).await {
+                Ok(_) => return Ok(true),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(internal(e)),
             }
         }
-        // Lost the lease (taken by another dispatcher): its outcome wins.
-        Ok(())
+        Ok(false)
     }
 
     fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {
@@ -469,8 +731,13 @@ impl WorkerHandle {
 
 pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
     let (tx, rx) = watch::channel(false);
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    *core.inbox.write() = Some(Inbox {
+        tx: inbox_tx,
+        inflight: Arc::new(AtomicUsize::new(0)),
+    });
     let d = Dispatcher::new(core.clone());
-    let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone()));
+    let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone(), inbox_rx));
     let scheduler = tokio::spawn(crate::schedule::schedule_loop(core, rx));
     WorkerHandle {
         stop: tx,
@@ -487,53 +754,111 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn dispatch_loop(d: Dispatcher, mut stop: watch::Receiver<bool>) {
+/// Runs `jobs`, each on its own task once its target has a free slot.
+fn spawn_jobs(
+    d: &Dispatcher,
+    running: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+    jobs: Vec<Job>,
+) {
+    for job in jobs {
+        let sem = d.semaphore(&job.bkey);
+        let d2 = d.clone();
+        let mut stop2 = stop.clone();
+        running.spawn(async move {
+            tokio::select! {
+                permit = sem.acquire_owned() => {
+                    d2.run_job(job, permit.ok()).await;
+                }
+                _ = stopped(&mut stop2) => {
+                    d2.state.held.lock().remove(&job.rec.id);
+                }
+            }
+        });
+    }
+}
+
+/// The next hand-off (never, once the channel is gone).
+async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> Option<Handoff> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a hand-off's jobs; defers those of paused targets on a task of their own.
+fn take_handoff(
+    d: &Dispatcher,
+    running: &mut tokio::task::JoinSet<()>,
+    stop: &watch::Receiver<bool>,
+    h: Handoff,
+) {
+    let (jobs, paused) = d.accept(h);
+    spawn_jobs(d, running, stop, jobs);
+    if !paused.is_empty() {
+        let d2 = d.clone();
+        running.spawn(async move { d2.defer(paused).await });
+    }
+}
+
+/// The dispatcher task: runs hand-offs as they arrive, and scans the queue when woken (a
+/// retry, a bus hand-off, a write that could not hand off), when the earliest due time comes,
+/// and at least every `poll_ms`.
+async fn dispatch_loop(
+    d: Dispatcher,
+    mut stop: watch::Receiver<bool>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+) {
+    let mut inbox = Some(inbox);
     let mut running = tokio::task::JoinSet::new();
     let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
+    let mut scan = true;
+    let mut deadline = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
         }
         while running.try_join_next().is_some() {}
-        let jobs = match d.lease_due().await {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "leasing deliveries failed");
-                Vec::new()
-            }
-        };
-        let full = jobs.len() >= SCAN_LIMIT;
-        for job in jobs {
-            let sem = d.semaphore(&job.bkey);
-            let d2 = d.clone();
-            let mut stop2 = stop.clone();
-            running.spawn(async move {
-                tokio::select! {
-                    permit = sem.acquire_owned() => {
-                        d2.run_job(job, permit.ok()).await;
-                    }
-                    _ = stopped(&mut stop2) => {
-                        d2.state.held.lock().remove(&job.rec.id);
-                    }
+        while let Some(h) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            take_handoff(&d, &mut running, &stop, h);
+        }
+        if scan {
+            let jobs = match d.lease_due().await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leasing deliveries failed");
+                    Vec::new()
                 }
-            });
-        }
-        if full {
-            continue;
-        }
-        let wait = match d.next_due().await {
-            Ok(Some(t)) => {
-                let ms = t - d.core.clock.now_millis();
-                Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
+            };
+            let full = jobs.len() >= SCAN_LIMIT;
+            spawn_jobs(&d, &mut running, &stop, jobs);
+            if full {
+                continue;
             }
-            _ => poll,
-        };
+            scan = false;
+            let wait = match d.next_due().await {
+                Ok(Some(t)) => {
+                    let ms = t - d.core.clock.now_millis();
+                    Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
+                }
+                _ => poll,
+            };
+            deadline = tokio::time::Instant::now() + wait;
+        }
         tokio::select! {
-            _ = d.core.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            h = next_handoff(&mut inbox) => match h {
+                Some(h) => take_handoff(&d, &mut running, &stop, h),
+                // Replaced by a newer dispatcher: scans only.
+                None => inbox = None,
+            },
+            _ = d.core.wake.notified() => scan = true,
+            _ = tokio::time::sleep_until(deadline) => scan = true,
             _ = stop.changed() => {}
         }
     }
+    // New deliveries are queued due now from here on; hand-offs not taken stay leased in the
+    // store and run after their lease (here or after a restart).
+    d.core.inbox.write().take();
     while running.join_next().await.is_some() {}
 }
 

@@ -211,6 +211,14 @@ pub struct MetricsSnapshot {
 
 type RuleId = (String, String);
 
+/// How [`Core::enqueue_new`] queued deliveries.
+pub(crate) enum Queued {
+    /// Due now; the dispatcher's scan finds them.
+    Scan,
+    /// Leased to the running dispatcher: lease key, record, hand-off slot.
+    Handoff(Vec<(Vec<u8>, DeliveryRecord, dispatch::Slot)>),
+}
+
 /// The EventBridge service. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Events {
@@ -233,6 +241,8 @@ pub struct Core {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
     pub(crate) conns: connections::ConnState,
+    /// The running dispatcher's in-memory hand-off (`None` while no dispatcher runs).
+    pub(crate) inbox: RwLock<Option<dispatch::Inbox>>,
     policies: RwLock<HashMap<String, (String, Arc<Policy>)>>,
 }
 
@@ -291,6 +301,7 @@ impl Events {
             wake: tokio::sync::Notify::new(),
             rng: Mutex::new(rng),
             conns: connections::ConnState::default(),
+            inbox: RwLock::new(None),
             policies: RwLock::new(HashMap::new()),
         });
         core.load().await?;
@@ -714,6 +725,56 @@ impl Core {
             );
         }
         Ok(batch)
+    }
+
+    /// Adds the new deliveries of an ingest to `batch`. If the background dispatcher runs and
+    /// has room, they are written already leased to it (under `now + lease_ms`, attempt 1) and
+    /// [`Core::queued`] hands them over in memory once the batch commits: the dispatcher
+    /// neither reads them back nor writes a lease. Otherwise they are written due now for the
+    /// dispatcher's scan. Either way the stored state is one the queue protocol knows, so a
+    /// crash at any point loses nothing: a leased delivery whose holder died runs when its
+    /// lease runs out.
+    pub(crate) fn enqueue_new(
+        &self,
+        mut batch: Batch,
+        deliveries: Vec<DeliveryRecord>,
+    ) -> Result<(Batch, Queued), AwsError> {
+        let slots = self
+            .inbox
+            .read()
+            .as_ref()
+            .and_then(|i| i.reserve(deliveries.len()));
+        let Some(slots) = slots else {
+            return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan));
+        };
+        let until = self.clock.now_millis() + self.cfg.lease_ms;
+        let mut items = Vec::with_capacity(deliveries.len());
+        batch.ops.reserve(deliveries.len());
+        for (mut d, slot) in deliveries.into_iter().zip(slots) {
+            d.attempt = 1;
+            let id = uuid::Uuid::parse_str(&d.id).map_err(internal)?;
+            let key = queue_key(until, &id);
+            batch = batch.put(
+                NS_DUE,
+                key.clone(),
+                serde_json::to_vec(&d).map_err(internal)?,
+            );
+            items.push((key, d, slot));
+        }
+        Ok((batch, Queued::Handoff(items)))
+    }
+
+    /// Tells the dispatcher about deliveries [`Core::enqueue_new`] queued, once their batch
+    /// committed as `seq`.
+    pub(crate) fn queued(&self, q: Queued, seq: u64) {
+        match q {
+            Queued::Scan => self.wake.notify_one(),
+            Queued::Handoff(items) => match self.inbox.read().as_ref() {
+                Some(inbox) => inbox.send(dispatch::Handoff { seq, items }),
+                // The dispatcher stopped meanwhile: the leases run out, then a scan finds them.
+                None => {}
+            },
+        }
     }
 
     /// Finds the target kind serving `arn`.
