@@ -38,7 +38,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::model::{DeadLetter, DeliveryRecord, NS_DLQ, NS_DUE, key_due, queue_key};
 use crate::targets::{Invocation, InvokeError, Target};
-use crate::transform::{Reserved, transform};
+use crate::transform::{InputSpec, Reserved, transform};
 use crate::{Core, Metrics, internal, millis_to_iso};
 
 /// Deliveries leased per scan.
@@ -464,25 +464,10 @@ impl Dispatcher {
                     "NO_RESOURCE",
                     format!("No supported target serves {}.", rec.target.arn),
                 )),
-                Some(t) => match serde_json::from_str::<Value>(&rec.event) {
-                    Err(e) => Err(InvokeError::permanent("INVALID_INPUT", e.to_string())),
-                    Ok(event) => {
-                        let ingestion = millis_to_iso(rec.first_seen_ms);
-                        let input = transform(
-                            &rec.target.input_spec(),
-                            &rec.event,
-                            &event,
-                            &Reserved {
-                                rule_arn: &rec.rule_arn,
-                                rule_name: &rec.rule,
-                                ingestion_time: &ingestion,
-                            },
-                        );
-                        let inv = Invocation {
-                            delivery: rec,
-                            input,
-                            event: &event,
-                        };
+                Some(t) => match build_input(rec) {
+                    Err(e) => Err(e),
+                    Ok((input, event)) => {
+                        let inv = Invocation::new(rec, input, event);
                         t.invoke(core, &inv).await
                     }
                 },
@@ -631,23 +616,29 @@ impl Dispatcher {
     /// one batch per completion, so one lost lease does not fail the others.
     async fn commit_group(&self, group: Vec<Completion>) {
         let core = &self.core;
-        let mut batch = Batch::new();
+        // Every `Expect` first, then the writes: a batch whose expectations all precede its
+        // writes needs no savepoint in the store (completions touch distinct leases, so the
+        // order does not change what the expectations see).
+        let mut expects = Vec::with_capacity(group.len());
+        let mut writes = Vec::with_capacity(group.len() * 2);
         {
             let held = self.state.held.lock();
             for c in &group {
                 let (key, version) = held.get(&c.id).cloned().unwrap_or_else(|| c.lease.clone());
-                batch.ops.push(Op::Expect {
+                expects.push(Op::Expect {
                     ns: NS_DUE.into(),
                     key: key.clone(),
                     version: Some(version),
                 });
-                batch.ops.push(Op::Delete {
+                writes.push(Op::Delete {
                     ns: NS_DUE.into(),
                     key,
                 });
-                batch.ops.extend(c.ops.iter().cloned());
+                writes.extend(c.ops.iter().cloned());
             }
         }
+        expects.append(&mut writes);
+        let batch = Batch { ops: expects };
         let results: Vec<Result<bool, AwsError>> = match core.store.apply(batch).await {
             Ok(_) => group.iter().map(|_| Ok(true)).collect(),
             Err(StoreError::Conflict) => {
@@ -708,6 +699,34 @@ impl Dispatcher {
                 Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)))
             })
             .clone()
+    }
+}
+
+/// The input of `rec`'s target, and the parsed event if building the input needed it (only
+/// InputPath and InputTransformer look inside the event; the whole event or a constant input
+/// is passed on without parsing it).
+fn build_input(rec: &DeliveryRecord) -> Result<(String, Option<Value>), InvokeError> {
+    let spec = rec.target.input_spec();
+    let render = |ingestion: &str, event: &Value| {
+        transform(
+            &spec,
+            &rec.event,
+            event,
+            &Reserved {
+                rule_arn: &rec.rule_arn,
+                rule_name: &rec.rule,
+                ingestion_time: ingestion,
+            },
+        )
+    };
+    match spec {
+        InputSpec::Event | InputSpec::Constant(_) => Ok((render("", &Value::Null), None)),
+        InputSpec::Path(_) | InputSpec::Transformer { .. } => {
+            let event: Value = serde_json::from_str(&rec.event)
+                .map_err(|e| InvokeError::permanent("INVALID_INPUT", e.to_string()))?;
+            let ingestion = millis_to_iso(rec.first_seen_ms);
+            Ok((render(&ingestion, &event), Some(event)))
+        }
     }
 }
 

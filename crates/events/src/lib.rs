@@ -659,7 +659,8 @@ impl Core {
         hops: u32,
     ) -> Result<Vec<DeliveryRecord>, sluice_pattern::EventError> {
         let matcher = self.matchers.read().get(bus).cloned();
-        let Some(matcher) = matcher else {
+        // A bus without rules matches nothing (callers validated the event already).
+        let Some(matcher) = matcher.filter(|m| !m.is_empty()) else {
             return Ok(Vec::new());
         };
         let names = matcher.matches_for_event(event_text.as_bytes())?;
