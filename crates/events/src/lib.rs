@@ -263,11 +263,53 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> AwsError {
     )
 }
 
+/// RFC 3339 text of a Unix time in ms, whole seconds, UTC (`2024-01-01T00:04:00Z`); empty for
+/// years RFC 3339 cannot write (before 0 or after 9999).
 fn millis_to_iso(ms: i64) -> String {
+    use std::fmt::Write;
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let mut s = String::with_capacity(20);
+    if (0..=9999).contains(&t.year()) {
+        let _ = write!(
+            s,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    }
+    s
+}
+
+/// Appends `v` as a JSON string literal (the escapes serde_json writes: quote, backslash and
+/// control characters).
+fn push_json_str(out: &mut String, v: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut rest = v;
+    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 impl Events {
@@ -800,20 +842,25 @@ impl Core {
     ) -> String {
         let mut s = String::with_capacity(200 + detail_text.len());
         s.push_str("{\"version\":\"0\",\"id\":");
-        s.push_str(&Value::String(id.to_string()).to_string());
+        push_json_str(&mut s, id);
         s.push_str(",\"detail-type\":");
-        s.push_str(&Value::String(detail_type.to_string()).to_string());
+        push_json_str(&mut s, detail_type);
         s.push_str(",\"source\":");
-        s.push_str(&Value::String(source.to_string()).to_string());
+        push_json_str(&mut s, source);
         s.push_str(",\"account\":");
-        s.push_str(&Value::String(self.cfg.account.clone()).to_string());
+        push_json_str(&mut s, &self.cfg.account);
         s.push_str(",\"time\":");
-        s.push_str(&Value::String(millis_to_iso(time_ms)).to_string());
+        push_json_str(&mut s, &millis_to_iso(time_ms));
         s.push_str(",\"region\":");
-        s.push_str(&Value::String(self.cfg.region.clone()).to_string());
-        s.push_str(",\"resources\":");
-        s.push_str(&serde_json::to_string(resources).unwrap_or_else(|_| "[]".into()));
-        s.push_str(",\"detail\":");
+        push_json_str(&mut s, &self.cfg.region);
+        s.push_str(",\"resources\":[");
+        for (i, r) in resources.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_str(&mut s, r);
+        }
+        s.push_str("],\"detail\":");
         s.push_str(detail_text.trim());
         s.push('}');
         s
