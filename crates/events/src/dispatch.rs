@@ -357,16 +357,18 @@ impl Dispatcher {
         let now = self.core.clock.now_millis();
         let mut run = Vec::with_capacity(h.items.len());
         let mut defer = Vec::new();
+        {
+            let mut held = self.state.held.lock();
+            for (lease_key, rec, _) in &h.items {
+                held.insert(rec.id.clone(), (lease_key.clone(), h.seq));
+            }
+        }
         for (lease_key, rec, slot) in h.items {
             let target = self.core.target_for(&rec.target.arn);
             let bkey = target
                 .as_ref()
                 .map(|t| t.breaker_key(&rec.target.arn))
                 .unwrap_or_else(|| rec.target.arn.clone());
-            self.state
-                .held
-                .lock()
-                .insert(rec.id.clone(), (lease_key.clone(), h.seq));
             let job = Job {
                 lease_key,
                 version: h.seq,
@@ -498,10 +500,11 @@ impl Dispatcher {
             })
         };
         drop(permit);
+        // The committer forgets the lease once the outcome is committed (or failed).
         if let Err(e) = self.complete(&job, outcome).await {
             tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
+            self.state.held.lock().remove(&job.rec.id);
         }
-        self.state.held.lock().remove(&job.rec.id);
     }
 
     async fn complete(
@@ -649,6 +652,12 @@ impl Dispatcher {
                 group.iter().map(|_| Err(e.clone())).collect()
             }
         };
+        {
+            let mut held = self.state.held.lock();
+            for c in &group {
+                held.remove(&c.id);
+            }
+        }
         let mut wake = false;
         for (c, r) in group.into_iter().zip(results) {
             if let Ok(true) = r {
@@ -691,14 +700,13 @@ impl Dispatcher {
     }
 
     fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {
-        self.state
-            .sems
-            .lock()
-            .entry(bkey.to_string())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)))
-            })
-            .clone()
+        let mut sems = self.state.sems.lock();
+        if let Some(s) = sems.get(bkey) {
+            return s.clone();
+        }
+        let s = Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)));
+        sems.insert(bkey.to_string(), s.clone());
+        s
     }
 }
 
@@ -773,13 +781,50 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
+/// The dispatcher's tasks in flight, so that stopping can wait for them (a counter rather
+/// than a `JoinSet`: nothing needs their results, and thousands start every second).
+#[derive(Debug, Clone, Default)]
+struct Running(Arc<(AtomicUsize, tokio::sync::Notify)>);
+
+/// Counts one task of [`Running`] until dropped (also when the task panics or is dropped).
+struct RunningGuard(Running);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let (count, idle) = &*(self.0).0;
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            idle.notify_waiters();
+        }
+    }
+}
+
+impl Running {
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.0.fetch_add(1, Ordering::AcqRel);
+        let guard = RunningGuard(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            f.await;
+        });
+    }
+
+    /// Returns once no task is in flight.
+    async fn idle(&self) {
+        let (count, idle) = &*self.0;
+        loop {
+            let notified = idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
 /// Runs `jobs`, each on its own task once its target has a free slot.
-fn spawn_jobs(
-    d: &Dispatcher,
-    running: &mut tokio::task::JoinSet<()>,
-    stop: &watch::Receiver<bool>,
-    jobs: Vec<Job>,
-) {
+fn spawn_jobs(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, jobs: Vec<Job>) {
     for job in jobs {
         let sem = d.semaphore(&job.bkey);
         let d2 = d.clone();
@@ -806,12 +851,7 @@ async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> O
 }
 
 /// Runs a hand-off's jobs; defers those of paused targets on a task of their own.
-fn take_handoff(
-    d: &Dispatcher,
-    running: &mut tokio::task::JoinSet<()>,
-    stop: &watch::Receiver<bool>,
-    h: Handoff,
-) {
+fn take_handoff(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, h: Handoff) {
     let (jobs, paused) = d.accept(h);
     spawn_jobs(d, running, stop, jobs);
     if !paused.is_empty() {
@@ -829,7 +869,7 @@ async fn dispatch_loop(
     inbox: mpsc::UnboundedReceiver<Handoff>,
 ) {
     let mut inbox = Some(inbox);
-    let mut running = tokio::task::JoinSet::new();
+    let running = Running::default();
     let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
     let mut scan = true;
     let mut deadline = tokio::time::Instant::now();
@@ -837,9 +877,8 @@ async fn dispatch_loop(
         if *stop.borrow() {
             break;
         }
-        while running.try_join_next().is_some() {}
         while let Some(h) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
-            take_handoff(&d, &mut running, &stop, h);
+            take_handoff(&d, &running, &stop, h);
         }
         if scan {
             let jobs = match d.lease_due().await {
@@ -850,7 +889,7 @@ async fn dispatch_loop(
                 }
             };
             let full = jobs.len() >= SCAN_LIMIT;
-            spawn_jobs(&d, &mut running, &stop, jobs);
+            spawn_jobs(&d, &running, &stop, jobs);
             if full {
                 continue;
             }
@@ -866,7 +905,7 @@ async fn dispatch_loop(
         }
         tokio::select! {
             h = next_handoff(&mut inbox) => match h {
-                Some(h) => take_handoff(&d, &mut running, &stop, h),
+                Some(h) => take_handoff(&d, &running, &stop, h),
                 // Replaced by a newer dispatcher: scans only.
                 None => inbox = None,
             },
@@ -878,7 +917,7 @@ async fn dispatch_loop(
     // New deliveries are queued due now from here on; hand-offs not taken stay leased in the
     // store and run after their lease (here or after a restart).
     d.core.inbox.write().take();
-    while running.join_next().await.is_some() {}
+    running.idle().await;
 }
 
 /// A dead letter and its key.
