@@ -5,12 +5,28 @@
 //!   `Put(now + lease_ms ++ id, record with attempt + 1)`. All leases of one scan go in one
 //!   batch (on a conflict, each is retried alone and the losers skipped). The new key is the
 //!   lease; it becomes due again by itself if this process dies.
+//! - **Hand-off** (the ingest fast path): while the background dispatcher runs, `PutEvents`
+//!   writes its deliveries *already leased* (key `now + lease_ms ++ id`, attempt 1: exactly
+//!   what a lease writes) and, once that batch has committed, passes the records and the
+//!   batch's commit sequence (their version) to the dispatcher over an in-memory channel
+//!   (`Inbox`). The dispatcher runs them like leased jobs without reading the queue or
+//!   writing a lease. If the process dies first, the stored state is a lease whose holder
+//!   died: the delivery runs when the lease runs out. At most `HANDOFF_CAPACITY` handed-off
+//!   deliveries are in flight; beyond that (a slow target, a backlog) `PutEvents` writes them
+//!   due now and the scan takes them, so memory stays bounded and the queue is the overflow.
+//!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
+//!   off), when the earliest due time comes, and at least every `poll_ms`; hand-offs alone do
+//!   not cause scans.
 //! - **Complete**: `Expect(lease key, lease version)`, `Delete(lease key)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
 //!   (non-retryable failure, `MaximumRetryAttempts` or `MaximumEventAgeInSeconds` exhausted).
 //!   A failed `Expect` means the lease was lost (expired and taken elsewhere): the outcome is
-//!   dropped, the other holder's wins.
+//!   dropped, the other holder's wins. Completions are committed in groups: one committer task
+//!   at a time takes every completion queued (up to `COMPLETION_GROUP`) and commits them as
+//!   one batch, all `Expect`s first (so the store needs no savepoint), while the next group
+//!   queues; a conflict in a group falls back to one batch per completion. The invoking task
+//!   waits for its group's commit, so stopping the workers still waits for outcomes to land.
 //! - **Circuit breaker** (per [`Target::breaker_key`]): after `breaker_threshold` consecutive
 //!   retryable failures the breaker opens for `breaker_cooldown_ms`, doubling up to
 //!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
@@ -46,7 +62,7 @@ const SCAN_LIMIT: usize = 256;
 
 /// Most deliveries handed to the running dispatcher in memory and not yet completed. Beyond
 /// it, new deliveries are queued due now and found by the scan (the queue is the overflow).
-pub(crate) const HANDOFF_CAPACITY: usize = 4096;
+const HANDOFF_CAPACITY: usize = 4096;
 
 /// Most completions committed in one batch.
 const COMPLETION_GROUP: usize = 1024;

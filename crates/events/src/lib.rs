@@ -7,7 +7,10 @@
 //!   [`sluice_pattern::Matcher`] of its bus *before* committing, then writes one store batch
 //!   holding every delivery (event x rule x target) of the request, and answers only after that
 //!   one `apply` returns (durable). The store group-commits concurrent requests. An entry that
-//!   matches no rule is acknowledged without a write (as AWS drops unmatched events).
+//!   matches no rule is acknowledged without a write (as AWS drops unmatched events). While the
+//!   background dispatcher runs, the deliveries are written already leased to it and handed
+//!   over in memory after the commit (see [`dispatch`]), so the common path writes each
+//!   delivery once and deletes it once, and never reads it back.
 //! - **At-least-once delivery.** A delivery leaves the queue only in the same batch that records
 //!   its outcome (success, next retry, or dead letter). A dispatcher that dies mid-invocation
 //!   leaves a lease that expires, and the delivery is invoked again.
@@ -18,6 +21,10 @@
 //!   [`EventsConfig::rng_seed`] when set), so retries and schedules are testable.
 //!
 //! # Stored formats (all values JSON with `"v": 1`; see [`model`])
+//! Optional fields at their defaults (`null`, `false`, 0, the default retry policy) are left
+//! out when written and filled in when read, so records written before and after that change
+//! read the same.
+//!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `events.buses` | bus name | [`model::BusRecord`] |
@@ -812,11 +819,12 @@ impl Core {
     pub(crate) fn queued(&self, q: Queued, seq: u64) {
         match q {
             Queued::Scan => self.wake.notify_one(),
-            Queued::Handoff(items) => match self.inbox.read().as_ref() {
-                Some(inbox) => inbox.send(dispatch::Handoff { seq, items }),
-                // The dispatcher stopped meanwhile: the leases run out, then a scan finds them.
-                None => {}
-            },
+            Queued::Handoff(items) => {
+                // If the dispatcher stopped meanwhile, the leases run out and a scan finds them.
+                if let Some(inbox) = self.inbox.read().as_ref() {
+                    inbox.send(dispatch::Handoff { seq, items });
+                }
+            }
         }
     }
 
