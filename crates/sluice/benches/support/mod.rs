@@ -76,7 +76,8 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     /// Starts the server (the release binary of this build, or `SLUICE_BENCH_BIN`) on a free
-    /// loopback port with the bench credentials and waits until `/_sluice/health` answers. `full_sync = false` selects `sqlite_sync = "normal"`.
+    /// loopback port with the bench credentials and waits until `/_sluice/health` answers.
+    /// `full_sync = false` selects `sqlite_sync = "normal"`.
     pub fn start(full_sync: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
