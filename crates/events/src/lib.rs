@@ -814,6 +814,34 @@ impl Core {
         Ok((batch, Queued::Handoff(items)))
     }
 
+    /// Commits `batch` holding deliveries [`Core::enqueue_new`] queued, then tells the
+    /// dispatcher. A hand-off commits on a task of its own: if the caller is dropped mid-way
+    /// (its client went away), the committed deliveries still reach the dispatcher instead of
+    /// waiting for their lease to run out.
+    pub(crate) async fn commit_new(
+        core: &Arc<Core>,
+        batch: Batch,
+        queued: Queued,
+    ) -> Result<(), sluice_store::StoreError> {
+        match queued {
+            Queued::Scan => {
+                let seq = core.store.apply(batch).await?;
+                core.queued(Queued::Scan, seq);
+                Ok(())
+            }
+            handoff => {
+                let c = core.clone();
+                tokio::spawn(async move {
+                    let seq = c.store.apply(batch).await?;
+                    c.queued(handoff, seq);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| sluice_store::StoreError::Backend(e.to_string()))?
+            }
+        }
+    }
+
     /// Tells the dispatcher about deliveries [`Core::enqueue_new`] queued, once their batch
     /// committed as `seq`.
     pub(crate) fn queued(&self, q: Queued, seq: u64) {

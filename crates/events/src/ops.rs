@@ -1334,18 +1334,15 @@ async fn put_events(core: &Arc<Core>, ctx: &CallContext, input: &Value) -> Resul
     }
     if !deliveries.is_empty() {
         let (batch, queued) = core.enqueue_new(Batch::new(), deliveries)?;
-        match core.store.apply(batch).await {
-            Ok(seq) => core.queued(queued, seq),
-            Err(e) => {
-                tracing::error!(error = %e, "PutEvents commit failed");
-                for r in results.iter_mut() {
-                    if r.get("EventId").is_some() {
-                        *r = json!({"ErrorCode": "InternalFailure",
-                            "ErrorMessage": "The event could not be stored; retry."});
-                    }
+        if let Err(e) = Core::commit_new(core, batch, queued).await {
+            tracing::error!(error = %e, "PutEvents commit failed");
+            for r in results.iter_mut() {
+                if r.get("EventId").is_some() {
+                    *r = json!({"ErrorCode": "InternalFailure",
+                        "ErrorMessage": "The event could not be stored; retry."});
                 }
-                accepted = 0;
             }
+            accepted = 0;
         }
     }
     core.metrics
