@@ -11,7 +11,8 @@
 //!   batch's commit sequence (their version) to the dispatcher over an in-memory channel
 //!   (`Inbox`). The dispatcher runs them like leased jobs without reading the queue or
 //!   writing a lease. If the process dies first, the stored state is a lease whose holder
-//!   died: the delivery runs when the lease runs out. At most `HANDOFF_CAPACITY` handed-off
+//!   died: the delivery runs when the lease runs out. Stopping the workers puts hand-offs
+//!   and jobs that have not started back in the queue due now (attempt given back). At most `HANDOFF_CAPACITY` handed-off
 //!   deliveries are in flight; beyond that (a slow target, a backlog) `PutEvents` writes them
 //!   due now and the scan takes them, so memory stays bounded and the queue is the overflow.
 //!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
@@ -110,6 +111,9 @@ pub(crate) struct Handoff {
     pub(crate) items: Vec<(Vec<u8>, DeliveryRecord, Slot)>,
 }
 
+/// A lease: the delivery's current queue key and its version.
+type Lease = (Vec<u8>, u64);
+
 /// Which counter a committed outcome bumps.
 type Counter = fn(&Metrics) -> &AtomicU64;
 
@@ -147,6 +151,8 @@ struct State {
     breakers: Mutex<HashMap<String, Breaker>>,
     sems: Mutex<HashMap<String, Arc<Semaphore>>>,
     completions: Mutex<Completions>,
+    /// Jobs given up unstarted while stopping: current lease and record.
+    abandoned: Mutex<Vec<(Lease, DeliveryRecord)>>,
 }
 
 impl std::fmt::Debug for Completions {
@@ -404,27 +410,76 @@ impl Dispatcher {
     /// Moves handed-off jobs whose target's breaker is open to the breaker's reopening time,
     /// giving back the attempt their lease counted (as the scan does for due deliveries).
     async fn defer(&self, jobs: Vec<(Job, i64)>) {
-        let mut batches = Vec::with_capacity(jobs.len());
-        for (job, until) in &jobs {
-            let Ok(id) = uuid::Uuid::parse_str(&job.rec.id) else {
+        let moves: Vec<_> = {
+            let mut held = self.state.held.lock();
+            jobs.into_iter()
+                .map(|(job, until)| {
+                    held.remove(&job.rec.id);
+                    ((job.lease_key, job.version), job.rec, until)
+                })
+                .collect()
+        };
+        if let Some(e) = self.move_leases(moves).await {
+            tracing::warn!(error = %e, "could not defer deliveries of a paused target; their leases will expire");
+        }
+    }
+
+    /// Gives up a job that never ran (the workers are stopping): it is moved back to due now
+    /// by [`Dispatcher::release_abandoned`].
+    fn abandon(&self, job: Job) {
+        let lease = self
+            .state
+            .held
+            .lock()
+            .remove(&job.rec.id)
+            .unwrap_or((job.lease_key, job.version));
+        self.state.abandoned.lock().push((lease, job.rec));
+    }
+
+    /// Moves every abandoned job's lease back to due now (attempt given back), so that those
+    /// deliveries run at once after a restart instead of when their leases run out.
+    async fn release_abandoned(&self) {
+        let now = self.core.clock.now_millis();
+        let moves: Vec<_> = std::mem::take(&mut *self.state.abandoned.lock())
+            .into_iter()
+            .map(|(lease, rec)| (lease, rec, now))
+            .collect();
+        if let Some(e) = self.move_leases(moves).await {
+            tracing::warn!(error = %e, "could not release unstarted deliveries; they run when their leases expire");
+        }
+    }
+
+    /// Moves leased deliveries (current lease, record, new due time) to their new due time
+    /// with the attempt their lease counted given back: per delivery `Expect` the lease,
+    /// `Delete` it, `Put` the record. One batch (expectations first); if a lease was lost
+    /// meanwhile, one batch each, skipping the lost ones. Returns the first other error.
+    async fn move_leases(&self, moves: Vec<(Lease, DeliveryRecord, i64)>) -> Option<StoreError> {
+        let mut batches = Vec::with_capacity(moves.len());
+        for ((key, version), mut rec, due) in moves {
+            let Ok(id) = uuid::Uuid::parse_str(&rec.id) else {
                 continue;
             };
-            let mut rec = job.rec.clone();
             rec.attempt = rec.attempt.saturating_sub(1);
             let Ok(value) = serde_json::to_vec(&rec) else {
                 continue;
             };
             batches.push(
                 Batch::new()
-                    .expect(NS_DUE, job.lease_key.clone(), Some(job.version))
-                    .delete(NS_DUE, job.lease_key.clone())
-                    .put(NS_DUE, queue_key(*until, &id), value),
+                    .expect(NS_DUE, key.clone(), Some(version))
+                    .delete(NS_DUE, key)
+                    .put(NS_DUE, queue_key(due, &id), value),
             );
         }
-        let all = Batch {
-            ops: batches.iter().flat_map(|b| b.ops.iter().cloned()).collect(),
-        };
-        let outcome = match self.core.store.apply(all).await {
+        if batches.is_empty() {
+            return None;
+        }
+        let (expects, writes): (Vec<Op>, Vec<Op>) = batches
+            .iter()
+            .flat_map(|b| b.ops.iter().cloned())
+            .partition(|op| matches!(op, Op::Expect { .. }));
+        let mut all = Batch { ops: expects };
+        all.ops.extend(writes);
+        match self.core.store.apply(all).await {
             Err(StoreError::Conflict) => {
                 futures::future::join_all(batches.into_iter().map(|b| self.core.store.apply(b)))
                     .await
@@ -432,13 +487,6 @@ impl Dispatcher {
                     .find_map(|r| r.err().filter(|e| !matches!(e, StoreError::Conflict)))
             }
             r => r.err(),
-        };
-        if let Some(e) = outcome {
-            tracing::warn!(error = %e, "could not defer deliveries of a paused target; their leases will expire");
-        }
-        let mut held = self.state.held.lock();
-        for (job, _) in &jobs {
-            held.remove(&job.rec.id);
         }
     }
 
@@ -763,7 +811,9 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Stops leasing and scheduling, lets running invocations finish, and returns. Jobs still
-    /// waiting for a target slot are abandoned; their leases expire and they run after restart.
+    /// waiting for a target slot, and hand-offs not yet taken, are put back in the queue due
+    /// now (attempt given back), so they run at once after a restart. (If that last write
+    /// fails, or the process dies instead of stopping, their leases expire and they run then.)
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -850,9 +900,7 @@ fn spawn_jobs(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, j
                 permit = sem.acquire_owned() => {
                     d2.run_job(job, permit.ok()).await;
                 }
-                _ = stopped(&mut stop2) => {
-                    d2.state.held.lock().remove(&job.rec.id);
-                }
+                _ = stopped(&mut stop2) => d2.abandon(job),
             }
         });
     }
@@ -930,10 +978,19 @@ async fn dispatch_loop(
             _ = stop.changed() => {}
         }
     }
-    // New deliveries are queued due now from here on; hand-offs not taken stay leased in the
-    // store and run after their lease (here or after a restart).
+    // New deliveries are queued due now from here on. Hand-offs not taken yet and jobs that
+    // never got a target slot go back to due now once the running invocations are done.
     d.core.inbox.write().take();
+    if let Some(rx) = inbox.as_mut() {
+        while let Ok(h) = rx.try_recv() {
+            let (jobs, paused) = d.accept(h);
+            for job in jobs.into_iter().chain(paused.into_iter().map(|(j, _)| j)) {
+                d.abandon(job);
+            }
+        }
+    }
     running.idle().await;
+    d.release_abandoned().await;
 }
 
 /// A dead letter and its key.

@@ -638,3 +638,64 @@ async fn a_handed_off_delivery_runs_after_its_lease_if_its_dispatcher_dies() {
     assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_workers_puts_unstarted_deliveries_back_due_now() {
+    let mut c = cfg();
+    c.per_target_concurrency = 1;
+    let e = env_with(c).await;
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    e.ev.add_target_kind(gate.clone());
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "one-at-a-time", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "one-at-a-time", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+    let workers = e.ev.start_workers();
+    put(&e.ev, "default", json!({"n": 1})).await;
+    put(&e.ev, "default", json!({"n": 2})).await;
+    // One delivery is in the target, the other waits for the target's only slot.
+    until(|| gate.entered.load(Ordering::SeqCst) == 1).await;
+    let stopping = tokio::spawn(workers.stop());
+    // Let the waiting job see the stop before the slot frees up.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    gate.release.add_permits(1);
+    stopping.await.unwrap();
+    assert_eq!(gate.entered.load(Ordering::SeqCst), 1);
+    // After a restart the unstarted delivery is due at once (no lease to wait out), with its
+    // attempt given back.
+    let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
+    let open_gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(1),
+    });
+    ev2.add_target_kind(open_gate.clone());
+    let due = e
+        .store
+        .scan(
+            crate::model::NS_DUE,
+            sluice_store::KeyRange::all(),
+            10,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    let rec: crate::model::DeliveryRecord = serde_json::from_slice(&due[0].1.value).unwrap();
+    assert_eq!(rec.attempt, 0);
+    assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
+    assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
+}
