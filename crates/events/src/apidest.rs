@@ -458,7 +458,7 @@ fn build_request(
                     ),
                 ));
             };
-            let v = dynamic(v, inv.event);
+            let v = dynamic(v, inv.event());
             endpoint.push_str(
                 &url::form_urlencoded::byte_serialize(v.as_bytes())
                     .collect::<String>()
@@ -486,7 +486,7 @@ fn build_request(
         list.push((k.to_string(), v));
     };
     for (k, v) in &http.query {
-        set(&mut query, k, dynamic(v, inv.event));
+        set(&mut query, k, dynamic(v, inv.event()));
     }
     for p in &sec.invocation.query {
         set(&mut query, &p.key, p.value.clone());
@@ -506,7 +506,7 @@ fn build_request(
         headers.push((k.to_string(), v));
     };
     for (k, v) in &http.headers {
-        put(k, dynamic(v, inv.event));
+        put(k, dynamic(v, inv.event()));
     }
     for p in &sec.invocation.headers {
         put(&p.key, p.value.clone());

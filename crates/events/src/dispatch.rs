@@ -5,12 +5,29 @@
 //!   `Put(now + lease_ms ++ id, record with attempt + 1)`. All leases of one scan go in one
 //!   batch (on a conflict, each is retried alone and the losers skipped). The new key is the
 //!   lease; it becomes due again by itself if this process dies.
+//! - **Hand-off** (the ingest fast path): while the background dispatcher runs, `PutEvents`
+//!   writes its deliveries *already leased* (key `now + lease_ms ++ id`, attempt 1: exactly
+//!   what a lease writes) and, once that batch has committed, passes the records and the
+//!   batch's commit sequence (their version) to the dispatcher over an in-memory channel
+//!   (`Inbox`). The dispatcher runs them like leased jobs without reading the queue or
+//!   writing a lease. If the process dies first, the stored state is a lease whose holder
+//!   died: the delivery runs when the lease runs out. Stopping the workers puts hand-offs
+//!   and jobs that have not started back in the queue due now (attempt given back). At most `HANDOFF_CAPACITY` handed-off
+//!   deliveries are in flight; beyond that (a slow target, a backlog) `PutEvents` writes them
+//!   due now and the scan takes them, so memory stays bounded and the queue is the overflow.
+//!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
+//!   off), when the earliest due time comes, and at least every `poll_ms`; hand-offs alone do
+//!   not cause scans.
 //! - **Complete**: `Expect(lease key, lease version)`, `Delete(lease key)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
 //!   (non-retryable failure, `MaximumRetryAttempts` or `MaximumEventAgeInSeconds` exhausted).
 //!   A failed `Expect` means the lease was lost (expired and taken elsewhere): the outcome is
-//!   dropped, the other holder's wins.
+//!   dropped, the other holder's wins. Completions are committed in groups: one committer task
+//!   at a time takes every completion queued (up to `COMPLETION_GROUP`) and commits them as
+//!   one batch, all `Expect`s first (so the store needs no savepoint), while the next group
+//!   queues; a conflict in a group falls back to one batch per completion. The invoking task
+//!   waits for its group's commit, so stopping the workers still waits for outcomes to land.
 //! - **Circuit breaker** (per [`Target::breaker_key`]): after `breaker_threshold` consecutive
 //!   retryable failures the breaker opens for `breaker_cooldown_ms`, doubling up to
 //!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
@@ -26,7 +43,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -34,15 +51,90 @@ use rand::Rng;
 use serde_json::Value;
 use sluice_core::{AwsError, Clock};
 use sluice_store::{Batch, KeyRange, Op, Store, StoreError};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 use crate::model::{DeadLetter, DeliveryRecord, NS_DLQ, NS_DUE, key_due, queue_key};
 use crate::targets::{Invocation, InvokeError, Target};
-use crate::transform::{Reserved, transform};
-use crate::{Core, internal, millis_to_iso};
+use crate::transform::{InputSpec, Reserved, transform};
+use crate::{Core, Metrics, internal, millis_to_iso};
 
 /// Deliveries leased per scan.
 const SCAN_LIMIT: usize = 256;
+
+/// Most deliveries handed to the running dispatcher in memory and not yet completed. Beyond
+/// it, new deliveries are queued due now and found by the scan (the queue is the overflow).
+const HANDOFF_CAPACITY: usize = 4096;
+
+/// Most completions committed in one batch.
+const COMPLETION_GROUP: usize = 1024;
+
+/// The in-memory path from `PutEvents` to the running dispatcher (see the module docs).
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    tx: mpsc::UnboundedSender<Handoff>,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Inbox {
+    /// Reserves room for `n` hand-offs, or `None` when the dispatcher has too many in flight.
+    pub(crate) fn reserve(&self, n: usize) -> Option<Vec<Slot>> {
+        let before = self.inflight.fetch_add(n, Ordering::AcqRel);
+        if before + n > HANDOFF_CAPACITY {
+            self.inflight.fetch_sub(n, Ordering::AcqRel);
+            return None;
+        }
+        Some((0..n).map(|_| Slot(self.inflight.clone())).collect())
+    }
+
+    /// Passes committed, pre-leased deliveries to the dispatcher. If it has stopped they stay
+    /// leased in the store and are found by a scan once the lease runs out.
+    pub(crate) fn send(&self, h: Handoff) {
+        let _ = self.tx.send(h);
+    }
+}
+
+/// One unit of the in-memory hand-off capacity; released when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Deliveries committed by one batch (commit sequence `seq`) already leased to the running
+/// dispatcher: each under its lease key, with its record (attempt 1) and capacity slot.
+#[derive(Debug)]
+pub(crate) struct Handoff {
+    pub(crate) seq: u64,
+    pub(crate) items: Vec<(Vec<u8>, DeliveryRecord, Slot)>,
+}
+
+/// A lease: the delivery's current queue key and its version.
+type Lease = (Vec<u8>, u64);
+
+/// Which counter a committed outcome bumps.
+type Counter = fn(&Metrics) -> &AtomicU64;
+
+/// A delivery outcome waiting to be committed with others.
+struct Completion {
+    id: String,
+    /// The lease as the job knew it (the held map may know a newer one, after an extension).
+    lease: (Vec<u8>, u64),
+    /// What the outcome writes besides removing the lease.
+    ops: Vec<Op>,
+    counter: Option<Counter>,
+    /// Whether the outcome queued something the dispatcher should look at soon.
+    wake: bool,
+    reply: oneshot::Sender<Result<(), AwsError>>,
+}
+
+#[derive(Default)]
+struct Completions {
+    queue: Vec<Completion>,
+    committing: bool,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Breaker {
@@ -58,6 +150,18 @@ struct State {
     held: Mutex<HashMap<String, (Vec<u8>, u64)>>,
     breakers: Mutex<HashMap<String, Breaker>>,
     sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+    completions: Mutex<Completions>,
+    /// Jobs given up unstarted while stopping: current lease and record.
+    abandoned: Mutex<Vec<(Lease, DeliveryRecord)>>,
+}
+
+impl std::fmt::Debug for Completions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completions")
+            .field("queued", &self.queue.len())
+            .field("committing", &self.committing)
+            .finish()
+    }
 }
 
 /// Leases and runs deliveries. [`Dispatcher::run_once`] does one pass inline (tests, tools);
@@ -75,6 +179,8 @@ pub(crate) struct Job {
     rec: DeliveryRecord,
     target: Option<Arc<dyn Target>>,
     bkey: String,
+    /// The hand-off capacity this job holds (hand-offs only).
+    _slot: Option<Slot>,
 }
 
 enum Plan {
@@ -205,6 +311,7 @@ impl Dispatcher {
                         rec: rec.clone(),
                         target,
                         bkey,
+                        _slot: None,
                     })),
                     now + core.cfg.lease_ms,
                 )
@@ -265,6 +372,124 @@ impl Dispatcher {
         Ok(jobs)
     }
 
+    /// Takes over deliveries that `PutEvents` committed already leased to this dispatcher:
+    /// returns the jobs to run, and the jobs whose target's circuit breaker is open (to be
+    /// [`Dispatcher::defer`]red).
+    fn accept(&self, h: Handoff) -> (Vec<Job>, Vec<(Job, i64)>) {
+        let now = self.core.clock.now_millis();
+        let mut run = Vec::with_capacity(h.items.len());
+        let mut defer = Vec::new();
+        {
+            let mut held = self.state.held.lock();
+            for (lease_key, rec, _) in &h.items {
+                held.insert(rec.id.clone(), (lease_key.clone(), h.seq));
+            }
+        }
+        for (lease_key, rec, slot) in h.items {
+            let target = self.core.target_for(&rec.target.arn);
+            let bkey = target
+                .as_ref()
+                .map(|t| t.breaker_key(&rec.target.arn))
+                .unwrap_or_else(|| rec.target.arn.clone());
+            let job = Job {
+                lease_key,
+                version: h.seq,
+                rec,
+                target,
+                bkey,
+                _slot: Some(slot),
+            };
+            match self.breaker_open_until(&job.bkey, now) {
+                Some(until) => defer.push((job, until)),
+                None => run.push(job),
+            }
+        }
+        (run, defer)
+    }
+
+    /// Moves handed-off jobs whose target's breaker is open to the breaker's reopening time,
+    /// giving back the attempt their lease counted (as the scan does for due deliveries).
+    async fn defer(&self, jobs: Vec<(Job, i64)>) {
+        let moves: Vec<_> = {
+            let mut held = self.state.held.lock();
+            jobs.into_iter()
+                .map(|(job, until)| {
+                    held.remove(&job.rec.id);
+                    ((job.lease_key, job.version), job.rec, until)
+                })
+                .collect()
+        };
+        if let Some(e) = self.move_leases(moves).await {
+            tracing::warn!(error = %e, "could not defer deliveries of a paused target; their leases will expire");
+        }
+    }
+
+    /// Gives up a job that never ran (the workers are stopping): it is moved back to due now
+    /// by [`Dispatcher::release_abandoned`].
+    fn abandon(&self, job: Job) {
+        let lease = self
+            .state
+            .held
+            .lock()
+            .remove(&job.rec.id)
+            .unwrap_or((job.lease_key, job.version));
+        self.state.abandoned.lock().push((lease, job.rec));
+    }
+
+    /// Moves every abandoned job's lease back to due now (attempt given back), so that those
+    /// deliveries run at once after a restart instead of when their leases run out.
+    async fn release_abandoned(&self) {
+        let now = self.core.clock.now_millis();
+        let moves: Vec<_> = std::mem::take(&mut *self.state.abandoned.lock())
+            .into_iter()
+            .map(|(lease, rec)| (lease, rec, now))
+            .collect();
+        if let Some(e) = self.move_leases(moves).await {
+            tracing::warn!(error = %e, "could not release unstarted deliveries; they run when their leases expire");
+        }
+    }
+
+    /// Moves leased deliveries (current lease, record, new due time) to their new due time
+    /// with the attempt their lease counted given back: per delivery `Expect` the lease,
+    /// `Delete` it, `Put` the record. One batch (expectations first); if a lease was lost
+    /// meanwhile, one batch each, skipping the lost ones. Returns the first other error.
+    async fn move_leases(&self, moves: Vec<(Lease, DeliveryRecord, i64)>) -> Option<StoreError> {
+        let mut batches = Vec::with_capacity(moves.len());
+        for ((key, version), mut rec, due) in moves {
+            let Ok(id) = uuid::Uuid::parse_str(&rec.id) else {
+                continue;
+            };
+            rec.attempt = rec.attempt.saturating_sub(1);
+            let Ok(value) = serde_json::to_vec(&rec) else {
+                continue;
+            };
+            batches.push(
+                Batch::new()
+                    .expect(NS_DUE, key.clone(), Some(version))
+                    .delete(NS_DUE, key)
+                    .put(NS_DUE, queue_key(due, &id), value),
+            );
+        }
+        if batches.is_empty() {
+            return None;
+        }
+        let (expects, writes): (Vec<Op>, Vec<Op>) = batches
+            .iter()
+            .flat_map(|b| b.ops.iter().cloned())
+            .partition(|op| matches!(op, Op::Expect { .. }));
+        let mut all = Batch { ops: expects };
+        all.ops.extend(writes);
+        match self.core.store.apply(all).await {
+            Err(StoreError::Conflict) => {
+                futures::future::join_all(batches.into_iter().map(|b| self.core.store.apply(b)))
+                    .await
+                    .into_iter()
+                    .find_map(|r| r.err().filter(|e| !matches!(e, StoreError::Conflict)))
+            }
+            r => r.err(),
+        }
+    }
+
     fn backoff_ms(&self, attempt: u32) -> i64 {
         let cfg = &self.core.cfg;
         let exp = attempt.saturating_sub(1).min(40);
@@ -305,25 +530,10 @@ impl Dispatcher {
                     "NO_RESOURCE",
                     format!("No supported target serves {}.", rec.target.arn),
                 )),
-                Some(t) => match serde_json::from_str::<Value>(&rec.event) {
-                    Err(e) => Err(InvokeError::permanent("INVALID_INPUT", e.to_string())),
-                    Ok(event) => {
-                        let ingestion = millis_to_iso(rec.first_seen_ms);
-                        let input = transform(
-                            &rec.target.input_spec(),
-                            &rec.event,
-                            &event,
-                            &Reserved {
-                                rule_arn: &rec.rule_arn,
-                                rule_name: &rec.rule,
-                                ingestion_time: &ingestion,
-                            },
-                        );
-                        let inv = Invocation {
-                            delivery: rec,
-                            input,
-                            event: &event,
-                        };
+                Some(t) => match build_input(rec) {
+                    Err(e) => Err(e),
+                    Ok((input, event)) => {
+                        let inv = Invocation::new(rec, input, event);
                         t.invoke(core, &inv).await
                     }
                 },
@@ -354,10 +564,11 @@ impl Dispatcher {
             })
         };
         drop(permit);
+        // The committer forgets the lease once the outcome is committed (or failed).
         if let Err(e) = self.complete(&job, outcome).await {
             tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
+            self.state.held.lock().remove(&job.rec.id);
         }
-        self.state.held.lock().remove(&job.rec.id);
     }
 
     async fn complete(
@@ -367,11 +578,13 @@ impl Dispatcher {
     ) -> Result<(), AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
-        let mut batch = Batch::new();
         let id = uuid::Uuid::parse_str(&job.rec.id).map_err(internal)?;
-        let mut counter = None;
-        match outcome {
-            Ok(extra) => batch.ops.extend(extra.ops),
+        let (ops, counter, wake): (Vec<Op>, Option<Counter>, bool) = match outcome {
+            // A bus target's hand-off queues deliveries due now.
+            Ok(extra) => {
+                let wake = !extra.ops.is_empty();
+                (extra.ops, None, wake)
+            }
             Err((e, "-")) => {
                 let mut rec = job.rec.clone();
                 rec.last_error = Some(format!("{}: {}", e.code, e.message));
@@ -382,12 +595,12 @@ impl Dispatcher {
                             .unwrap_or(0)
                             .min(self.core.cfg.retry_cap_ms),
                     );
-                batch = batch.put(
-                    NS_DUE,
-                    queue_key(due, &id),
-                    serde_json::to_vec(&rec).map_err(internal)?,
-                );
-                counter = Some(&core.metrics.retries);
+                let put = Op::Put {
+                    ns: NS_DUE.into(),
+                    key: queue_key(due, &id),
+                    value: serde_json::to_vec(&rec).map_err(internal)?,
+                };
+                (vec![put], Some(|m: &Metrics| &m.retries), true)
             }
             Err((e, exhausted)) => {
                 tracing::info!(delivery = %job.rec.id, rule = %job.rec.rule_arn, target = %job.rec.target.arn, code = %e.code, exhausted, "delivery dead-lettered");
@@ -399,53 +612,193 @@ impl Dispatcher {
                     exhausted: exhausted.to_string(),
                     at_ms: now,
                 };
-                batch = batch.put(
-                    NS_DLQ,
-                    queue_key(now, &id),
-                    serde_json::to_vec(&dl).map_err(internal)?,
-                );
-                counter = Some(&core.metrics.dead_lettered);
+                let put = Op::Put {
+                    ns: NS_DLQ.into(),
+                    key: queue_key(now, &id),
+                    value: serde_json::to_vec(&dl).map_err(internal)?,
+                };
+                (vec![put], Some(|m: &Metrics| &m.dead_lettered), false)
+            }
+        };
+        let (reply, answer) = oneshot::channel();
+        self.submit(Completion {
+            id: job.rec.id.clone(),
+            lease: (job.lease_key.clone(), job.version),
+            ops,
+            counter,
+            wake,
+            reply,
+        });
+        answer
+            .await
+            .unwrap_or_else(|_| Err(internal("the completion committer stopped")))
+    }
+
+    /// Queues a completion; starts a committer task unless one is running. The committer
+    /// commits everything queued as one batch, and again for what queued meanwhile, so
+    /// completions share store batches instead of paying one each.
+    fn submit(&self, c: Completion) {
+        let start = {
+            let mut q = self.state.completions.lock();
+            q.queue.push(c);
+            !std::mem::replace(&mut q.committing, true)
+        };
+        if start {
+            let d = self.clone();
+            tokio::spawn(async move { d.commit_completions().await });
+        }
+    }
+
+    async fn commit_completions(&self) {
+        /// If the committer dies (panic, runtime shutdown), the callers still queued are
+        /// answered with an error (their leases expire and the deliveries run again) and the
+        /// next completion starts a new committer.
+        struct Reset<'a>(&'a Mutex<Completions>);
+        impl Drop for Reset<'_> {
+            fn drop(&mut self) {
+                let mut q = self.0.lock();
+                q.committing = false;
+                q.queue.clear();
             }
         }
-        // The lease may have been extended while the invocation ran: commit against the
-        // current lease, re-reading it if an extension raced with this commit.
+        let reset = Reset(&self.state.completions);
+        loop {
+            let group: Vec<Completion> = {
+                let mut q = self.state.completions.lock();
+                if q.queue.is_empty() {
+                    q.committing = false;
+                    drop(q);
+                    std::mem::forget(reset);
+                    return;
+                }
+                let n = q.queue.len().min(COMPLETION_GROUP);
+                q.queue.drain(..n).collect()
+            };
+            self.commit_group(group).await;
+        }
+    }
+
+    /// Commits `group` as one batch: per completion, `Expect` its current lease, delete it,
+    /// and its outcome's ops. A conflict (a lease lost or extended meanwhile) falls back to
+    /// one batch per completion, so one lost lease does not fail the others.
+    async fn commit_group(&self, group: Vec<Completion>) {
+        let core = &self.core;
+        // Every `Expect` first, then the writes: a batch whose expectations all precede its
+        // writes needs no savepoint in the store (completions touch distinct leases, so the
+        // order does not change what the expectations see).
+        let mut expects = Vec::with_capacity(group.len());
+        let mut writes = Vec::with_capacity(group.len() * 2);
+        {
+            let held = self.state.held.lock();
+            for c in &group {
+                let (key, version) = held.get(&c.id).cloned().unwrap_or_else(|| c.lease.clone());
+                expects.push(Op::Expect {
+                    ns: NS_DUE.into(),
+                    key: key.clone(),
+                    version: Some(version),
+                });
+                writes.push(Op::Delete {
+                    ns: NS_DUE.into(),
+                    key,
+                });
+                writes.extend(c.ops.iter().cloned());
+            }
+        }
+        expects.append(&mut writes);
+        let batch = Batch { ops: expects };
+        let results: Vec<Result<bool, AwsError>> = match core.store.apply(batch).await {
+            Ok(_) => group.iter().map(|_| Ok(true)).collect(),
+            Err(StoreError::Conflict) => {
+                futures::future::join_all(group.iter().map(|c| self.commit_one(c))).await
+            }
+            Err(e) => {
+                let e = internal(e);
+                group.iter().map(|_| Err(e.clone())).collect()
+            }
+        };
+        {
+            let mut held = self.state.held.lock();
+            for c in &group {
+                held.remove(&c.id);
+            }
+        }
+        let mut wake = false;
+        for (c, r) in group.into_iter().zip(results) {
+            if let Ok(true) = r {
+                if let Some(counter) = c.counter {
+                    counter(&core.metrics).fetch_add(1, Ordering::Relaxed);
+                }
+                wake |= c.wake;
+            }
+            let _ = c.reply.send(r.map(|_| ()));
+        }
+        if wake {
+            core.wake.notify_one();
+        }
+    }
+
+    /// Commits one completion alone. The lease may have been extended while the invocation
+    /// ran: commit against the current lease, re-reading it if an extension raced with this
+    /// commit. `Ok(false)`: the lease was lost (taken by another dispatcher), whose outcome
+    /// wins.
+    async fn commit_one(&self, c: &Completion) -> Result<bool, AwsError> {
         for _ in 0..3 {
             let (key, version) = self
                 .state
                 .held
                 .lock()
-                .get(&job.rec.id)
+                .get(&c.id)
                 .cloned()
-                .unwrap_or((job.lease_key.clone(), job.version));
+                .unwrap_or_else(|| c.lease.clone());
             let mut b = Batch::new()
                 .expect(NS_DUE, key.clone(), Some(version))
                 .delete(NS_DUE, key);
-            b.ops.extend(batch.ops.iter().cloned());
-            match core.store.apply(b).await {
-                Ok(_) => {
-                    if let Some(c) = counter {
-                        c.fetch_add(1, Ordering::Relaxed);
-                    }
-                    core.wake.notify_one();
-                    return Ok(());
-                }
+            b.ops.extend(c.ops.iter().cloned());
+            match self.core.store.apply(b).await {
+                Ok(_) => return Ok(true),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(internal(e)),
             }
         }
-        // Lost the lease (taken by another dispatcher): its outcome wins.
-        Ok(())
+        Ok(false)
     }
 
     fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {
-        self.state
-            .sems
-            .lock()
-            .entry(bkey.to_string())
-            .or_insert_with(|| {
-                Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)))
-            })
-            .clone()
+        let mut sems = self.state.sems.lock();
+        if let Some(s) = sems.get(bkey) {
+            return s.clone();
+        }
+        let s = Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)));
+        sems.insert(bkey.to_string(), s.clone());
+        s
+    }
+}
+
+/// The input of `rec`'s target, and the parsed event if building the input needed it (only
+/// InputPath and InputTransformer look inside the event; the whole event or a constant input
+/// is passed on without parsing it).
+fn build_input(rec: &DeliveryRecord) -> Result<(String, Option<Value>), InvokeError> {
+    let spec = rec.target.input_spec();
+    let render = |ingestion: &str, event: &Value| {
+        transform(
+            &spec,
+            &rec.event,
+            event,
+            &Reserved {
+                rule_arn: &rec.rule_arn,
+                rule_name: &rec.rule,
+                ingestion_time: ingestion,
+            },
+        )
+    };
+    match spec {
+        InputSpec::Event | InputSpec::Constant(_) => Ok((render("", &Value::Null), None)),
+        InputSpec::Path(_) | InputSpec::Transformer { .. } => {
+            let event: Value = serde_json::from_str(&rec.event)
+                .map_err(|e| InvokeError::permanent("INVALID_INPUT", e.to_string()))?;
+            let ingestion = millis_to_iso(rec.first_seen_ms);
+            Ok((render(&ingestion, &event), Some(event)))
+        }
     }
 }
 
@@ -458,7 +811,9 @@ pub struct WorkerHandle {
 
 impl WorkerHandle {
     /// Stops leasing and scheduling, lets running invocations finish, and returns. Jobs still
-    /// waiting for a target slot are abandoned; their leases expire and they run after restart.
+    /// waiting for a target slot, and hand-offs not yet taken, are put back in the queue due
+    /// now (attempt given back), so they run at once after a restart. (If that last write
+    /// fails, or the process dies instead of stopping, their leases expire and they run then.)
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         for t in self.tasks {
@@ -469,8 +824,13 @@ impl WorkerHandle {
 
 pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
     let (tx, rx) = watch::channel(false);
+    let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    *core.inbox.write() = Some(Inbox {
+        tx: inbox_tx,
+        inflight: Arc::new(AtomicUsize::new(0)),
+    });
     let d = Dispatcher::new(core.clone());
-    let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone()));
+    let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone(), inbox_rx));
     let scheduler = tokio::spawn(crate::schedule::schedule_loop(core, rx));
     WorkerHandle {
         stop: tx,
@@ -487,54 +847,150 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-async fn dispatch_loop(d: Dispatcher, mut stop: watch::Receiver<bool>) {
-    let mut running = tokio::task::JoinSet::new();
+/// The dispatcher's tasks in flight, so that stopping can wait for them (a counter rather
+/// than a `JoinSet`: nothing needs their results, and thousands start every second).
+#[derive(Debug, Clone, Default)]
+struct Running(Arc<(AtomicUsize, tokio::sync::Notify)>);
+
+/// Counts one task of [`Running`] until dropped (also when the task panics or is dropped).
+struct RunningGuard(Running);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        let (count, idle) = &*(self.0).0;
+        if count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            idle.notify_waiters();
+        }
+    }
+}
+
+impl Running {
+    fn spawn(&self, f: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.0.fetch_add(1, Ordering::AcqRel);
+        let guard = RunningGuard(self.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            f.await;
+        });
+    }
+
+    /// Returns once no task is in flight.
+    async fn idle(&self) {
+        let (count, idle) = &*self.0;
+        loop {
+            let notified = idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs `jobs`, each on its own task once its target has a free slot.
+fn spawn_jobs(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, jobs: Vec<Job>) {
+    for job in jobs {
+        let sem = d.semaphore(&job.bkey);
+        let d2 = d.clone();
+        let mut stop2 = stop.clone();
+        running.spawn(async move {
+            tokio::select! {
+                permit = sem.acquire_owned() => {
+                    d2.run_job(job, permit.ok()).await;
+                }
+                _ = stopped(&mut stop2) => d2.abandon(job),
+            }
+        });
+    }
+}
+
+/// The next hand-off (never, once the channel is gone).
+async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> Option<Handoff> {
+    match inbox {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a hand-off's jobs; defers those of paused targets on a task of their own.
+fn take_handoff(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, h: Handoff) {
+    let (jobs, paused) = d.accept(h);
+    spawn_jobs(d, running, stop, jobs);
+    if !paused.is_empty() {
+        let d2 = d.clone();
+        running.spawn(async move { d2.defer(paused).await });
+    }
+}
+
+/// The dispatcher task: runs hand-offs as they arrive, and scans the queue when woken (a
+/// retry, a bus hand-off, a write that could not hand off), when the earliest due time comes,
+/// and at least every `poll_ms`.
+async fn dispatch_loop(
+    d: Dispatcher,
+    mut stop: watch::Receiver<bool>,
+    inbox: mpsc::UnboundedReceiver<Handoff>,
+) {
+    let mut inbox = Some(inbox);
+    let running = Running::default();
     let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
+    let mut scan = true;
+    let mut deadline = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
         }
-        while running.try_join_next().is_some() {}
-        let jobs = match d.lease_due().await {
-            Ok(j) => j,
-            Err(e) => {
-                tracing::warn!(error = %e, "leasing deliveries failed");
-                Vec::new()
-            }
-        };
-        let full = jobs.len() >= SCAN_LIMIT;
-        for job in jobs {
-            let sem = d.semaphore(&job.bkey);
-            let d2 = d.clone();
-            let mut stop2 = stop.clone();
-            running.spawn(async move {
-                tokio::select! {
-                    permit = sem.acquire_owned() => {
-                        d2.run_job(job, permit.ok()).await;
-                    }
-                    _ = stopped(&mut stop2) => {
-                        d2.state.held.lock().remove(&job.rec.id);
-                    }
+        while let Some(h) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            take_handoff(&d, &running, &stop, h);
+        }
+        if scan {
+            let jobs = match d.lease_due().await {
+                Ok(j) => j,
+                Err(e) => {
+                    tracing::warn!(error = %e, "leasing deliveries failed");
+                    Vec::new()
                 }
-            });
-        }
-        if full {
-            continue;
-        }
-        let wait = match d.next_due().await {
-            Ok(Some(t)) => {
-                let ms = t - d.core.clock.now_millis();
-                Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
+            };
+            let full = jobs.len() >= SCAN_LIMIT;
+            spawn_jobs(&d, &running, &stop, jobs);
+            if full {
+                continue;
             }
-            _ => poll,
-        };
+            scan = false;
+            let wait = match d.next_due().await {
+                Ok(Some(t)) => {
+                    let ms = t - d.core.clock.now_millis();
+                    Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
+                }
+                _ => poll,
+            };
+            deadline = tokio::time::Instant::now() + wait;
+        }
         tokio::select! {
-            _ = d.core.wake.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            h = next_handoff(&mut inbox) => match h {
+                Some(h) => take_handoff(&d, &running, &stop, h),
+                // Replaced by a newer dispatcher: scans only.
+                None => inbox = None,
+            },
+            _ = d.core.wake.notified() => scan = true,
+            _ = tokio::time::sleep_until(deadline) => scan = true,
             _ = stop.changed() => {}
         }
     }
-    while running.join_next().await.is_some() {}
+    // New deliveries are queued due now from here on. Hand-offs not taken yet and jobs that
+    // never got a target slot go back to due now once the running invocations are done.
+    d.core.inbox.write().take();
+    if let Some(rx) = inbox.as_mut() {
+        while let Ok(h) = rx.try_recv() {
+            let (jobs, paused) = d.accept(h);
+            for job in jobs.into_iter().chain(paused.into_iter().map(|(j, _)| j)) {
+                d.abandon(job);
+            }
+        }
+    }
+    running.idle().await;
+    d.release_abandoned().await;
 }
 
 /// A dead letter and its key.

@@ -7,7 +7,10 @@
 //!   [`sluice_pattern::Matcher`] of its bus *before* committing, then writes one store batch
 //!   holding every delivery (event x rule x target) of the request, and answers only after that
 //!   one `apply` returns (durable). The store group-commits concurrent requests. An entry that
-//!   matches no rule is acknowledged without a write (as AWS drops unmatched events).
+//!   matches no rule is acknowledged without a write (as AWS drops unmatched events). While the
+//!   background dispatcher runs, the deliveries are written already leased to it and handed
+//!   over in memory after the commit (see [`dispatch`]), so the common path writes each
+//!   delivery once and deletes it once, and never reads it back.
 //! - **At-least-once delivery.** A delivery leaves the queue only in the same batch that records
 //!   its outcome (success, next retry, or dead letter). A dispatcher that dies mid-invocation
 //!   leaves a lease that expires, and the delivery is invoked again.
@@ -18,6 +21,10 @@
 //!   [`EventsConfig::rng_seed`] when set), so retries and schedules are testable.
 //!
 //! # Stored formats (all values JSON with `"v": 1`; see [`model`])
+//! Optional fields at their defaults (`null`, `false`, 0, the default retry policy) are left
+//! out when written and filled in when read, so records written before and after that change
+//! read the same.
+//!
 //! | namespace | key | value |
 //! |---|---|---|
 //! | `events.buses` | bus name | [`model::BusRecord`] |
@@ -211,6 +218,14 @@ pub struct MetricsSnapshot {
 
 type RuleId = (String, String);
 
+/// How [`Core::enqueue_new`] queued deliveries.
+pub(crate) enum Queued {
+    /// Due now; the dispatcher's scan finds them.
+    Scan,
+    /// Leased to the running dispatcher: lease key, record, hand-off slot.
+    Handoff(Vec<(Vec<u8>, DeliveryRecord, dispatch::Slot)>),
+}
+
 /// The EventBridge service. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Events {
@@ -233,6 +248,8 @@ pub struct Core {
     pub(crate) wake: tokio::sync::Notify,
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
     pub(crate) conns: connections::ConnState,
+    /// The running dispatcher's in-memory hand-off (`None` while no dispatcher runs).
+    pub(crate) inbox: RwLock<Option<dispatch::Inbox>>,
     policies: RwLock<HashMap<String, (String, Arc<Policy>)>>,
 }
 
@@ -253,11 +270,53 @@ pub(crate) fn internal<E: std::fmt::Display>(e: E) -> AwsError {
     )
 }
 
+/// RFC 3339 text of a Unix time in ms, whole seconds, UTC (`2024-01-01T00:04:00Z`); empty for
+/// years RFC 3339 cannot write (before 0 or after 9999).
 fn millis_to_iso(ms: i64) -> String {
+    use std::fmt::Write;
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    let mut s = String::with_capacity(20);
+    if (0..=9999).contains(&t.year()) {
+        let _ = write!(
+            s,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        );
+    }
+    s
+}
+
+/// Appends `v` as a JSON string literal (the escapes serde_json writes: quote, backslash and
+/// control characters).
+fn push_json_str(out: &mut String, v: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    let mut rest = v;
+    while let Some(i) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {
+        out.push_str(&rest[..i]);
+        let c = rest.as_bytes()[i];
+        match c {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                let _ = write!(out, "\\u{c:04x}");
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.push_str(rest);
+    out.push('"');
 }
 
 impl Events {
@@ -291,6 +350,7 @@ impl Events {
             wake: tokio::sync::Notify::new(),
             rng: Mutex::new(rng),
             conns: connections::ConnState::default(),
+            inbox: RwLock::new(None),
             policies: RwLock::new(HashMap::new()),
         });
         core.load().await?;
@@ -648,7 +708,8 @@ impl Core {
         hops: u32,
     ) -> Result<Vec<DeliveryRecord>, sluice_pattern::EventError> {
         let matcher = self.matchers.read().get(bus).cloned();
-        let Some(matcher) = matcher else {
+        // A bus without rules matches nothing (callers validated the event already).
+        let Some(matcher) = matcher.filter(|m| !m.is_empty()) else {
             return Ok(Vec::new());
         };
         let names = matcher.matches_for_event(event_text.as_bytes())?;
@@ -716,6 +777,85 @@ impl Core {
         Ok(batch)
     }
 
+    /// Adds the new deliveries of an ingest to `batch`. If the background dispatcher runs and
+    /// has room, they are written already leased to it (under `now + lease_ms`, attempt 1) and
+    /// [`Core::queued`] hands them over in memory once the batch commits: the dispatcher
+    /// neither reads them back nor writes a lease. Otherwise they are written due now for the
+    /// dispatcher's scan. Either way the stored state is one the queue protocol knows, so a
+    /// crash at any point loses nothing: a leased delivery whose holder died runs when its
+    /// lease runs out.
+    pub(crate) fn enqueue_new(
+        &self,
+        mut batch: Batch,
+        deliveries: Vec<DeliveryRecord>,
+    ) -> Result<(Batch, Queued), AwsError> {
+        let slots = self
+            .inbox
+            .read()
+            .as_ref()
+            .and_then(|i| i.reserve(deliveries.len()));
+        let Some(slots) = slots else {
+            return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan));
+        };
+        let until = self.clock.now_millis() + self.cfg.lease_ms;
+        let mut items = Vec::with_capacity(deliveries.len());
+        batch.ops.reserve(deliveries.len());
+        for (mut d, slot) in deliveries.into_iter().zip(slots) {
+            d.attempt = 1;
+            let id = uuid::Uuid::parse_str(&d.id).map_err(internal)?;
+            let key = queue_key(until, &id);
+            batch = batch.put(
+                NS_DUE,
+                key.clone(),
+                serde_json::to_vec(&d).map_err(internal)?,
+            );
+            items.push((key, d, slot));
+        }
+        Ok((batch, Queued::Handoff(items)))
+    }
+
+    /// Commits `batch` holding deliveries [`Core::enqueue_new`] queued, then tells the
+    /// dispatcher. A hand-off commits on a task of its own: if the caller is dropped mid-way
+    /// (its client went away), the committed deliveries still reach the dispatcher instead of
+    /// waiting for their lease to run out.
+    pub(crate) async fn commit_new(
+        core: &Arc<Core>,
+        batch: Batch,
+        queued: Queued,
+    ) -> Result<(), sluice_store::StoreError> {
+        match queued {
+            Queued::Scan => {
+                let seq = core.store.apply(batch).await?;
+                core.queued(Queued::Scan, seq);
+                Ok(())
+            }
+            handoff => {
+                let c = core.clone();
+                tokio::spawn(async move {
+                    let seq = c.store.apply(batch).await?;
+                    c.queued(handoff, seq);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| sluice_store::StoreError::Backend(e.to_string()))?
+            }
+        }
+    }
+
+    /// Tells the dispatcher about deliveries [`Core::enqueue_new`] queued, once their batch
+    /// committed as `seq`.
+    pub(crate) fn queued(&self, q: Queued, seq: u64) {
+        match q {
+            Queued::Scan => self.wake.notify_one(),
+            Queued::Handoff(items) => {
+                // If the dispatcher stopped meanwhile, the leases run out and a scan finds them.
+                if let Some(inbox) = self.inbox.read().as_ref() {
+                    inbox.send(dispatch::Handoff { seq, items });
+                }
+            }
+        }
+    }
+
     /// Finds the target kind serving `arn`.
     pub(crate) fn target_for(&self, arn: &str) -> Option<Arc<dyn Target>> {
         self.targets
@@ -738,20 +878,25 @@ impl Core {
     ) -> String {
         let mut s = String::with_capacity(200 + detail_text.len());
         s.push_str("{\"version\":\"0\",\"id\":");
-        s.push_str(&Value::String(id.to_string()).to_string());
+        push_json_str(&mut s, id);
         s.push_str(",\"detail-type\":");
-        s.push_str(&Value::String(detail_type.to_string()).to_string());
+        push_json_str(&mut s, detail_type);
         s.push_str(",\"source\":");
-        s.push_str(&Value::String(source.to_string()).to_string());
+        push_json_str(&mut s, source);
         s.push_str(",\"account\":");
-        s.push_str(&Value::String(self.cfg.account.clone()).to_string());
+        push_json_str(&mut s, &self.cfg.account);
         s.push_str(",\"time\":");
-        s.push_str(&Value::String(millis_to_iso(time_ms)).to_string());
+        push_json_str(&mut s, &millis_to_iso(time_ms));
         s.push_str(",\"region\":");
-        s.push_str(&Value::String(self.cfg.region.clone()).to_string());
-        s.push_str(",\"resources\":");
-        s.push_str(&serde_json::to_string(resources).unwrap_or_else(|_| "[]".into()));
-        s.push_str(",\"detail\":");
+        push_json_str(&mut s, &self.cfg.region);
+        s.push_str(",\"resources\":[");
+        for (i, r) in resources.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            push_json_str(&mut s, r);
+        }
+        s.push_str("],\"detail\":");
         s.push_str(detail_text.trim());
         s.push('}');
         s

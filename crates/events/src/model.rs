@@ -54,6 +54,13 @@ pub struct RetryPolicy {
     pub max_age_secs: u32,
 }
 
+impl RetryPolicy {
+    /// Whether this is the default policy (left out of stored records).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -71,22 +78,22 @@ pub struct TargetRecord {
     /// Target ARN.
     pub arn: String,
     /// Role ARN (stored, not assumed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role_arn: Option<String>,
     /// Constant input.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input: Option<String>,
     /// Input path.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_path: Option<String>,
     /// Input transformer: paths map (ordered) and template.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transformer: Option<(Vec<(String, String)>, String)>,
     /// Retry policy.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "RetryPolicy::is_default")]
     pub retry: RetryPolicy,
     /// Whether RetryPolicy was given explicitly (returned by ListTargetsByRule only then).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub retry_explicit: bool,
     /// HttpParameters (API destination targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,11 +198,15 @@ pub struct DeliveryRecord {
     /// When the event was accepted, Unix ms (age limit and ingestion time).
     pub first_seen_ms: i64,
     /// How many bus-to-bus hops the event has made.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub hops: u32,
     /// The last failure, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A dead letter.

@@ -1333,8 +1333,8 @@ async fn put_events(core: &Arc<Core>, ctx: &CallContext, input: &Value) -> Resul
         }
     }
     if !deliveries.is_empty() {
-        let batch = core.enqueue(Batch::new(), &deliveries)?;
-        if let Err(e) = core.store.apply(batch).await {
+        let (batch, queued) = core.enqueue_new(Batch::new(), deliveries)?;
+        if let Err(e) = Core::commit_new(core, batch, queued).await {
             tracing::error!(error = %e, "PutEvents commit failed");
             for r in results.iter_mut() {
                 if r.get("EventId").is_some() {
@@ -1343,8 +1343,6 @@ async fn put_events(core: &Arc<Core>, ctx: &CallContext, input: &Value) -> Resul
                 }
             }
             accepted = 0;
-        } else {
-            core.wake.notify_one();
         }
     }
     core.metrics

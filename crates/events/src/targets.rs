@@ -8,7 +8,7 @@
 //! the next bus atomically, so the hand-off is exactly once even though invocations are
 //! at-least-once.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
 use sluice_store::Batch;
@@ -58,8 +58,31 @@ pub struct Invocation<'a> {
     pub delivery: &'a DeliveryRecord,
     /// The input after Input / InputPath / InputTransformer.
     pub input: String,
-    /// The original event, parsed.
-    pub event: &'a Value,
+    /// The original event, parsed on first use (most targets never need the tree).
+    event: OnceLock<Value>,
+}
+
+impl<'a> Invocation<'a> {
+    /// An invocation of `delivery` with `input`; `event` is the parsed event if the caller
+    /// already has it.
+    pub(crate) fn new(delivery: &'a DeliveryRecord, input: String, event: Option<Value>) -> Self {
+        let cell = OnceLock::new();
+        if let Some(v) = event {
+            let _ = cell.set(v);
+        }
+        Self {
+            delivery,
+            input,
+            event: cell,
+        }
+    }
+
+    /// The original event, parsed (`null` if the stored text is not JSON, which cannot happen
+    /// for events sluice built).
+    pub fn event(&self) -> &Value {
+        self.event
+            .get_or_init(|| serde_json::from_str(&self.delivery.event).unwrap_or(Value::Null))
+    }
 }
 
 /// A kind of target.
@@ -86,12 +109,13 @@ pub trait Target: Send + Sync + std::fmt::Debug {
 pub struct BusTarget;
 
 impl BusTarget {
+    /// The bus name of `arn` if it is a bus ARN of this account and region.
     fn bus_of<'a>(core: &Core, arn: &'a str) -> Option<&'a str> {
-        let prefix = format!(
-            "arn:aws:events:{}:{}:event-bus/",
-            core.cfg.region, core.cfg.account
-        );
-        arn.strip_prefix(prefix.as_str())
+        arn.strip_prefix("arn:aws:events:")?
+            .strip_prefix(core.cfg.region.as_str())?
+            .strip_prefix(':')?
+            .strip_prefix(core.cfg.account.as_str())?
+            .strip_prefix(":event-bus/")
     }
 }
 
@@ -131,20 +155,26 @@ impl Target for BusTarget {
                 ),
             ));
         }
-        let parsed: Value = serde_json::from_str(&inv.input).map_err(|_| {
-            InvokeError::permanent("INVALID_INPUT", "the target input is not a JSON object")
-        })?;
-        let event_id = parsed
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or(&d.event_id)
-            .to_string();
-        if !parsed.is_object() {
-            return Err(InvokeError::permanent(
-                "INVALID_INPUT",
-                "the target input is not a JSON object",
-            ));
-        }
+        // The whole event passed on unchanged (the usual case) is an object with id
+        // `event_id`; anything else has to be looked at.
+        let event_id = if inv.input == d.event {
+            d.event_id.clone()
+        } else {
+            let parsed: Value = serde_json::from_str(&inv.input).map_err(|_| {
+                InvokeError::permanent("INVALID_INPUT", "the target input is not a JSON object")
+            })?;
+            if !parsed.is_object() {
+                return Err(InvokeError::permanent(
+                    "INVALID_INPUT",
+                    "the target input is not a JSON object",
+                ));
+            }
+            parsed
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or(&d.event_id)
+                .to_string()
+        };
         let deliveries = core
             .route(bus, &event_id, &inv.input, d.first_seen_ms, d.hops + 1)
             .map_err(|e| InvokeError::permanent("INVALID_INPUT", e.to_string()))?;

@@ -564,3 +564,138 @@ impl NowForTest for ManualClock {
         sluice_core::Clock::now_millis(self)
     }
 }
+
+#[tokio::test]
+async fn the_event_envelope_escapes_what_json_needs() {
+    let e = env_with(cfg()).await;
+    rule_to_recorder(&e.ev, "default", "all", r#"{"source":["s\"q"]}"#, json!({})).await;
+    let detail_type = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
+    let resource = "arn:x:\"r\"\\\u{1f}";
+    let out = call(
+        &e.ev,
+        "PutEvents",
+        json!({"Entries": [{"Source": "s\"q", "DetailType": detail_type,
+            "Detail": "{\"k\": [1, \"\\u0001\"]}", "Resources": [resource]}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out["FailedEntryCount"], 0, "{out}");
+    assert_eq!(e.ev.dispatcher().run_once().await.unwrap(), 1);
+    let seen = e.rec.seen.lock().clone();
+    let ev: Value = serde_json::from_str(&seen[0]).unwrap();
+    assert_eq!(ev["id"], out["Entries"][0]["EventId"]);
+    assert_eq!(ev["detail-type"], detail_type);
+    assert_eq!(ev["source"], "s\"q");
+    assert_eq!(ev["account"], ACCT);
+    assert_eq!(ev["region"], REGION);
+    assert_eq!(ev["time"], "2024-01-01T00:00:00Z");
+    assert_eq!(ev["resources"], json!([resource]));
+    assert_eq!(ev["detail"], json!({"k": [1, "\u{1}"]}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_off_delivery_runs_after_its_lease_if_its_dispatcher_dies() {
+    // The first dispatcher never scans again during the test (it would extend its lease, as
+    // a live dispatcher should).
+    let mut c = cfg();
+    c.poll_ms = 600_000;
+    let e = env_with(c).await;
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    e.ev.add_target_kind(gate.clone());
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "stuck", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "stuck", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+    // The running dispatcher takes the delivery in memory and hangs in the target.
+    let _workers = e.ev.start_workers();
+    put(&e.ev, "default", json!({})).await;
+    until(|| gate.entered.load(Ordering::SeqCst) == 1).await;
+    // A second process on the same store (the first one "died"): nothing is due before the
+    // lease runs out, then the delivery runs again.
+    let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
+    let open_gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(1),
+    });
+    ev2.add_target_kind(open_gate.clone());
+    let d2 = ev2.dispatcher();
+    assert_eq!(d2.run_once().await.unwrap(), 0);
+    e.clock.advance_millis(cfg().lease_ms + 1);
+    assert_eq!(d2.run_once().await.unwrap(), 1);
+    assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_workers_puts_unstarted_deliveries_back_due_now() {
+    let mut c = cfg();
+    c.per_target_concurrency = 1;
+    let e = env_with(c).await;
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    e.ev.add_target_kind(gate.clone());
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "one-at-a-time", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "one-at-a-time", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+    let workers = e.ev.start_workers();
+    put(&e.ev, "default", json!({"n": 1})).await;
+    put(&e.ev, "default", json!({"n": 2})).await;
+    // One delivery is in the target, the other waits for the target's only slot.
+    until(|| gate.entered.load(Ordering::SeqCst) == 1).await;
+    let stopping = tokio::spawn(workers.stop());
+    // Let the waiting job see the stop before the slot frees up.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    gate.release.add_permits(1);
+    stopping.await.unwrap();
+    assert_eq!(gate.entered.load(Ordering::SeqCst), 1);
+    // After a restart the unstarted delivery is due at once (no lease to wait out), with its
+    // attempt given back.
+    let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
+    let open_gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(1),
+    });
+    ev2.add_target_kind(open_gate.clone());
+    let due = e
+        .store
+        .scan(
+            crate::model::NS_DUE,
+            sluice_store::KeyRange::all(),
+            10,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
+    let rec: crate::model::DeliveryRecord = serde_json::from_slice(&due[0].1.value).unwrap();
+    assert_eq!(rec.attempt, 0);
+    assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
+    assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
+}

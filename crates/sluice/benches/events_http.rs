@@ -24,8 +24,13 @@
 //! comparison pay the same client cost; `SLUICE_BENCH_ACCOUNT` names the peer's account (moto:
 //! 123456789012) for the bus-target ARNs.
 //!
+//! `SLUICE_BENCH_BIN=<path>` (process mode) runs another `sluice` binary, e.g. a saved copy of
+//! the build before a change, so that before and after can be measured back to back with the
+//! same harness.
+//!
 //! Run: `cargo bench -p sluice --bench events_http` (env: SLUICE_BENCH_CLIENTS, SLUICE_BENCH_SECS,
-//! SLUICE_BENCH_SYNC=normal, SLUICE_BENCH_PROCESS=1, SLUICE_BENCH_ENDPOINT, SLUICE_BENCH_CLIENT).
+//! SLUICE_BENCH_SYNC=normal, SLUICE_BENCH_PROCESS=1, SLUICE_BENCH_BIN, SLUICE_BENCH_ENDPOINT,
+//! SLUICE_BENCH_CLIENT).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -75,8 +75,9 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts the server on a free loopback port with the bench credentials and waits until
-    /// `/_sluice/health` answers. `full_sync = false` selects `sqlite_sync = "normal"`.
+    /// Starts the server (the release binary of this build, or `SLUICE_BENCH_BIN`) on a free
+    /// loopback port with the bench credentials and waits until `/_sluice/health` answers.
+    /// `full_sync = false` selects `sqlite_sync = "normal"`.
     pub fn start(full_sync: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -93,7 +94,11 @@ impl ServerProcess {
             ),
         )
         .unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        // `SLUICE_BENCH_BIN` runs another build of the binary (a saved "before" copy, for
+        // back-to-back comparisons with the same harness).
+        let bin = std::env::var("SLUICE_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_sluice").to_string());
+        let child = std::process::Command::new(bin)
             .args([
                 "serve",
                 "--listen",
