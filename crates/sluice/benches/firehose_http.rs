@@ -86,8 +86,7 @@ async fn start_sink() -> (String, Arc<Sink>) {
             let status = if s.failing.load(Ordering::Relaxed) {
                 503
             } else {
-                s.records
-                    .fetch_add(count_records(&body), Ordering::Relaxed);
+                s.records.fetch_add(count_records(&body), Ordering::Relaxed);
                 s.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 200
             };

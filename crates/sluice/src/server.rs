@@ -644,9 +644,7 @@ async fn dispatch(
         && let Some(service) = st.services.json.get(svc.signing_name())
         && let Some(result) = service.handle_raw(op.name(), &ctx, body).await
     {
-        return result
-            .map(Reply::Json)
-            .map_err(|e| (e, Some(svc), None));
+        return result.map(Reply::Json).map_err(|e| (e, Some(svc), None));
     }
     let (svc, op, input) =
         sluice_wire::parse_request(content_type, target, body).map_err(|e| (e, None, None))?;

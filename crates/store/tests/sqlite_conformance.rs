@@ -109,7 +109,13 @@ async fn a_store_of_schema_version_1_is_migrated_with_its_data() {
     let seq = s.apply(Batch::new().put("ns", [1u8], "new")).await.unwrap();
     assert!(seq > 5);
     assert_eq!(s.get("ns", &[1]).await.unwrap().unwrap().value, b"new");
-    assert_eq!(s.scan("ns", KeyRange::all(), 10, false).await.unwrap().len(), 2);
+    assert_eq!(
+        s.scan("ns", KeyRange::all(), 10, false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     s.close().await.unwrap();
     let version: i64 = raw(&f.path())
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -127,7 +133,10 @@ async fn a_store_of_schema_version_1_is_migrated_with_its_data() {
         .map(Result::unwrap)
         .collect();
     let plan = plan.join("; ");
-    assert!(plan.contains("kv_ns_key") && !plan.contains("TEMP B-TREE"), "{plan}");
+    assert!(
+        plan.contains("kv_ns_key") && !plan.contains("TEMP B-TREE"),
+        "{plan}"
+    );
 }
 
 #[tokio::test]

@@ -63,7 +63,10 @@ fn body_of(name: &str, data: &[String], ws: &str, records_first: bool) -> String
         .iter()
         .map(|d| format!("{{{ws}\"Data\"{ws}:{ws}\"{d}\"{ws}}}"))
         .collect();
-    let records = format!("\"Records\"{ws}:{ws}[{ws}{}{ws}]", recs.join(&format!(",{ws}")));
+    let records = format!(
+        "\"Records\"{ws}:{ws}[{ws}{}{ws}]",
+        recs.join(&format!(",{ws}"))
+    );
     let stream = format!("\"DeliveryStreamName\"{ws}:{ws}\"{name}\"");
     let (a, b) = if records_first {
         (records, stream)
@@ -101,9 +104,32 @@ fn the_usual_body_is_decoded_into_a_chunk() {
 #[test]
 fn edge_cases_agree_with_the_generic_path() {
     let data_cases = [
-        "", "QQ==", "QQ", "QQ=", "QQ===", "Q", "Q===", "QUI=", "QUI", "QUJD", "QR==", "QR",
-        "QUJ=", "=", "==", "QQ=A", "QUJD=", "QU=D", "QUJD\\n", "QU D", "QUJD\\u0041", "é",
-        "QUJDRA==", "QUJDRA", "QUJDRA=", "_-==",
+        "",
+        "QQ==",
+        "QQ",
+        "QQ=",
+        "QQ===",
+        "Q",
+        "Q===",
+        "QUI=",
+        "QUI",
+        "QUJD",
+        "QR==",
+        "QR",
+        "QUJ=",
+        "=",
+        "==",
+        "QQ=A",
+        "QUJD=",
+        "QU=D",
+        "QUJD\\n",
+        "QU D",
+        "QUJD\\u0041",
+        "é",
+        "QUJDRA==",
+        "QUJDRA",
+        "QUJDRA=",
+        "_-==",
     ];
     for d in data_cases {
         let body = format!(r#"{{"DeliveryStreamName":"s","Records":[{{"Data":"{d}"}}]}}"#);
