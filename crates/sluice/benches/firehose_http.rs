@@ -18,8 +18,9 @@
 //!
 //! With `SLUICE_BENCH_PROCESS=1` sluice is the release `sluice serve` binary in its own process
 //! (started by `support::ServerProcess`) and the clients are the minimal pre-encoded HTTP/1.1
-//! client (`support::RawConn`, a few µs per request instead of reqwest's JSON-parsing client),
-//! for sluice and moto alike; the harness then prints the server's CPU time per request and per
+//! client (`support::RawConn`, a few µs per request instead of reqwest's JSON-parsing client)
+//! for sluice (moto is always driven by reqwest: its werkzeug server does not serve the raw
+//! client's keep-alive requests, and moto's own cost dwarfs the client's); the harness then prints the server's CPU time per request and per
 //! record (from `/proc/<pid>/stat`, independent of what else the shared machine runs) and, for
 //! the delivery part, the server's CPU ms per MiB delivered. The receiver stays in the harness
 //! process and counts records with one pass over the quotes of each body.
@@ -438,9 +439,10 @@ fn main() {
             }
             create_stream(&http, &endpoint, "bench", &sink_url, 5).await;
             let before = sink.records.load(Ordering::Relaxed);
-            let r = ingest(&endpoint, "bench", clients, secs, raw, None).await;
+            // moto (werkzeug) does not keep the raw client's connections alive: reqwest always.
+            let r = ingest(&endpoint, "bench", clients, secs, false, None).await;
             println!(
-                "firehose_ingest target=moto client={client_name} clients={clients} secs={secs} records_per_s={:.0} p50_ms={:.1} p99_ms={:.1} errors={} delivered_during_run={}",
+                "firehose_ingest target=moto client=reqwest clients={clients} secs={secs} records_per_s={:.0} p50_ms={:.1} p99_ms={:.1} errors={} delivered_during_run={}",
                 r.records_per_s,
                 r.p50,
                 r.p99,
