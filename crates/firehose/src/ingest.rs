@@ -20,7 +20,7 @@
 //!     without escapes holding standard base64 (padded or not, unused trailing bits allowed:
 //!     the leniency of `sluice_wire`'s validation and `decode_blob`) of at most 1,024,000
 //!     bytes;
-//!   - records totalling at most [`MAX_BATCH_BYTES`] bytes.
+//!   - records totalling at most 4 MiB (`MAX_BATCH_BYTES`).
 //!
 //!   Anything else (`null`s, escapes, unknown or repeated members, other types, too many or
 //!   too large records, invalid base64, trailing bytes) is declined, even when the generic path
