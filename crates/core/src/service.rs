@@ -21,6 +21,22 @@ pub trait JsonService: Send + Sync + std::fmt::Debug {
     /// Handles operation `op` with an input already validated against the model. The service
     /// authorizes `ctx.principal` itself before any effect.
     async fn handle(&self, op: &str, ctx: &CallContext, input: Value) -> Result<Value, AwsError>;
+
+    /// Handles operation `op` straight from its raw body, for the few hot operations whose
+    /// service decodes the body itself (Firehose PutRecordBatch). The server calls it after the
+    /// signature is verified and the target, content type and signing name are checked, and
+    /// before parsing the body; `None` (the default) means "not handled here": the server then
+    /// parses and validates the body and calls [`JsonService::handle`]. A service returns
+    /// `Some` only for bodies that the generic path would accept, with the same outcome and
+    /// the same response bytes, so that clients cannot tell the paths apart.
+    async fn handle_raw(
+        &self,
+        _op: &str,
+        _ctx: &CallContext,
+        _body: &[u8],
+    ) -> Option<Result<Vec<u8>, AwsError>> {
+        None
+    }
 }
 
 /// The response of an awsQuery call: status and XML body (an `<ErrorResponse>` for errors).

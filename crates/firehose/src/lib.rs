@@ -26,11 +26,17 @@
 //! - **The codec is pure** ([`codec`]: bodies, headers, response judgement, error records, key
 //!   layout, backoff), and time and jitter are injected (clock, seeded RNG, a backoff scale).
 //!
+//! - **Hot path without a `Value` tree.** PutRecordBatch bodies in the usual form are decoded by
+//!   [`ingest`] straight into the chunk that is committed (through
+//!   [`sluice_core::JsonService::handle_raw`]); every other body takes the generic path, so
+//!   clients see the same answers and errors either way.
+//!
 //! Stored formats are in [`model`]; the delivery loop in [`deliver`]; deliberate differences
 //! from AWS in `docs/specs/firehose.md`.
 
 pub mod codec;
 pub mod deliver;
+pub mod ingest;
 pub mod model;
 pub mod objects;
 mod ops;
@@ -303,6 +309,21 @@ impl Firehose {
         ops::dispatch(&self.core, op, ctx, input).await
     }
 
+    /// Handles a hot operation from its raw body (PutRecordBatch, decoded by [`ingest`]
+    /// straight into a chunk); `None` when `op` or the body is not for the fast path and
+    /// [`Firehose::handle`] must be called with the parsed, validated body instead.
+    pub async fn handle_raw(
+        &self,
+        op: &str,
+        ctx: &CallContext,
+        body: &[u8],
+    ) -> Option<Result<Vec<u8>, AwsError>> {
+        match op {
+            "PutRecordBatch" => ops::put_record_batch_raw(&self.core, ctx, body).await,
+            _ => None,
+        }
+    }
+
     /// Starts the delivery tasks on the current Tokio runtime. Stop them with
     /// [`WorkerHandle::stop`] before closing the store.
     pub fn start_workers(&self) -> WorkerHandle {
@@ -555,6 +576,15 @@ impl sluice_core::JsonService for Firehose {
 
     async fn handle(&self, op: &str, ctx: &CallContext, input: Value) -> Result<Value, AwsError> {
         Firehose::handle(self, op, ctx, input).await
+    }
+
+    async fn handle_raw(
+        &self,
+        op: &str,
+        ctx: &CallContext,
+        body: &[u8],
+    ) -> Option<Result<Vec<u8>, AwsError>> {
+        Firehose::handle_raw(self, op, ctx, body).await
     }
 }
 

@@ -127,18 +127,81 @@ const CHUNK_V1: u8 = 1;
 /// Encodes records into a chunk: `0x01 | arrival ms (i64 BE) | count (u32 BE) | (len (u32 BE) |
 /// bytes)*`.
 pub fn encode_chunk<'a>(arrival_ms: i64, records: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    out.push(CHUNK_V1);
-    out.extend_from_slice(&arrival_ms.to_be_bytes());
-    out.extend_from_slice(&0u32.to_be_bytes());
-    let mut n = 0u32;
+    let mut b = ChunkBuilder::with_capacity(1024);
     for r in records {
-        out.extend_from_slice(&(r.len() as u32).to_be_bytes());
-        out.extend_from_slice(r);
-        n += 1;
+        b.push(r);
     }
-    out[9..13].copy_from_slice(&n.to_be_bytes());
-    out
+    b.finish(arrival_ms)
+}
+
+/// Builds a chunk (the format of [`encode_chunk`]) record by record. [`ChunkBuilder::push_with`]
+/// lets a decoder write a record's bytes in place (PutRecordBatch decodes base64 straight into
+/// the chunk); the arrival time is set by [`ChunkBuilder::finish`], when the chunk is committed.
+#[derive(Debug, Clone)]
+pub struct ChunkBuilder {
+    buf: Vec<u8>,
+    count: u32,
+}
+
+/// Bytes of a chunk's header (version, arrival ms, count).
+const CHUNK_HEADER: usize = 13;
+
+impl ChunkBuilder {
+    /// An empty chunk with room for `bytes` bytes in total (header and length prefixes
+    /// included) before it reallocates.
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.max(CHUNK_HEADER));
+        buf.push(CHUNK_V1);
+        buf.extend_from_slice(&[0; CHUNK_HEADER - 1]);
+        Self { buf, count: 0 }
+    }
+
+    /// Appends a record.
+    pub fn push(&mut self, record: &[u8]) {
+        self.buf
+            .extend_from_slice(&(record.len() as u32).to_be_bytes());
+        self.buf.extend_from_slice(record);
+        self.count += 1;
+    }
+
+    /// Appends a record of exactly `len` bytes that `fill` writes into the slice it is given
+    /// (zeroed). If `fill` fails, the chunk is left as it was and the error returned.
+    pub fn push_with<E>(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(&(len as u32).to_be_bytes());
+        self.buf.resize(start + 4 + len, 0);
+        match fill(&mut self.buf[start + 4..]) {
+            Ok(()) => {
+                self.count += 1;
+                Ok(())
+            }
+            Err(e) => {
+                self.buf.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Records so far.
+    pub fn records(&self) -> u32 {
+        self.count
+    }
+
+    /// Bytes of record data so far (without the framing).
+    pub fn data_bytes(&self) -> u64 {
+        (self.buf.len() - CHUNK_HEADER - 4 * self.count as usize) as u64
+    }
+
+    /// The encoded chunk, with its arrival time.
+    pub fn finish(mut self, arrival_ms: i64) -> Vec<u8> {
+        self.buf[1..9].copy_from_slice(&arrival_ms.to_be_bytes());
+        self.buf[9..13].copy_from_slice(&self.count.to_be_bytes());
+        self.buf
+    }
 }
 
 /// A decoded chunk (borrowing the stored bytes).
@@ -344,6 +407,22 @@ mod tests {
         assert_eq!(chunk_header(&c), Some((42, 3)));
         assert!(decode_chunk(&c[..c.len() - 1]).is_none());
         assert!(decode_chunk(b"\x02").is_none());
+    }
+
+    #[test]
+    fn chunk_builder_writes_records_in_place() {
+        let mut b = ChunkBuilder::with_capacity(0);
+        b.push(b"a");
+        b.push_with(3, |out: &mut [u8]| {
+            out.copy_from_slice(b"xyz");
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+        // A failed fill leaves no trace.
+        assert!(b.push_with(5, |_| Err(())).is_err());
+        assert_eq!((b.records(), b.data_bytes()), (2, 4));
+        let recs: Vec<&[u8]> = vec![b"a", b"xyz"];
+        assert_eq!(b.finish(7), encode_chunk(7, recs));
     }
 
     #[test]

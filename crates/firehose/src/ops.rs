@@ -966,6 +966,23 @@ impl Core {
         Ok(seq)
     }
 
+    /// Commits a chunk built by the caller (its arrival time is set now) as the next chunk of
+    /// stream `s`, durably, with the `extra` ops; returns its sequence.
+    pub(crate) async fn append_chunk(
+        &self,
+        s: &StreamRecord,
+        chunk: model::ChunkBuilder,
+        extra: Batch,
+    ) -> Result<u64, AwsError> {
+        let seq = self.seq.fetch_add(1, Ordering::SeqCst);
+        let (records, bytes) = (u64::from(chunk.records()), chunk.data_bytes());
+        let chunk = chunk.finish(self.clock.now_millis());
+        let batch = extra.put(NS_RECORDS, model::record_key(&s.uid_bytes(), seq), chunk);
+        self.store.apply(batch).await.map_err(internal)?;
+        self.note_appended(s, records, bytes);
+        Ok(seq)
+    }
+
     /// The batch that appends `records` as a chunk (and its sequence and byte count).
     pub(crate) fn chunk_batch(
         &self,
@@ -1001,7 +1018,7 @@ impl Core {
     }
 }
 
-fn record_id(seq: u64, i: usize) -> String {
+pub(crate) fn record_id(seq: u64, i: usize) -> String {
     format!("{seq:020}{i:06}")
 }
 
@@ -1027,6 +1044,17 @@ async fn put_record_batch(
     let name = str_of(input, "DeliveryStreamName").unwrap_or_default();
     core.authorize(ctx, "firehose:PutRecordBatch", &core.stream_arn(name))?;
     let s = active_stream(core, name)?;
+    let data = batch_records(input)?;
+    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+    let seq = core.append_records(&s, &refs, Batch::new()).await?;
+    let responses: Vec<Value> = (0..refs.len())
+        .map(|i| json!({"RecordId": record_id(seq, i)}))
+        .collect();
+    Ok(json!({"FailedPutCount": 0, "Encrypted": false, "RequestResponses": responses}))
+}
+
+/// The decoded records of a validated PutRecordBatch input (the generic path).
+pub(crate) fn batch_records(input: &Value) -> Result<Vec<Vec<u8>>, AwsError> {
     let recs: &[Value] = input
         .get("Records")
         .and_then(Value::as_array)
@@ -1047,10 +1075,45 @@ async fn put_record_batch(
         }
         data.push(d);
     }
-    let refs: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-    let seq = core.append_records(&s, &refs, Batch::new()).await?;
-    let responses: Vec<Value> = (0..refs.len())
-        .map(|i| json!({"RecordId": record_id(seq, i)}))
-        .collect();
-    Ok(json!({"FailedPutCount": 0, "Encrypted": false, "RequestResponses": responses}))
+    Ok(data)
+}
+
+/// PutRecordBatch from the raw body through [`crate::ingest`]'s decoder, or `None` when the
+/// decoder declines the body (the caller then takes the generic path, which produces the
+/// errors). The checks after decoding come in the generic path's order: authorization, the
+/// stream, then the durable commit; the answer is the generic path's, byte for byte.
+pub(crate) async fn put_record_batch_raw(
+    core: &Arc<Core>,
+    ctx: &CallContext,
+    body: &[u8],
+) -> Option<Result<Vec<u8>, AwsError>> {
+    let d = crate::ingest::decode_put_record_batch(body)?;
+    Some(
+        async {
+            core.authorize(ctx, "firehose:PutRecordBatch", &core.stream_arn(d.stream))?;
+            let s = active_stream(core, d.stream)?;
+            let n = d.chunk.records() as usize;
+            let seq = core.append_chunk(&s, d.chunk, Batch::new()).await?;
+            Ok(batch_response(seq, n))
+        }
+        .await,
+    )
+}
+
+/// The PutRecordBatch answer for `n` records committed as chunk `seq`, written directly (the
+/// bytes `serde_json` makes of the generic path's value: members in sorted order).
+pub(crate) fn batch_response(seq: u64, n: usize) -> Vec<u8> {
+    use std::io::Write;
+    const HEAD: &[u8] = br#"{"Encrypted":false,"FailedPutCount":0,"RequestResponses":["#;
+    let mut out = Vec::with_capacity(HEAD.len() + n * 42 + 2);
+    out.extend_from_slice(HEAD);
+    for i in 0..n {
+        if i > 0 {
+            out.push(b',');
+        }
+        // `record_id`'s format, without a String per record.
+        let _ = write!(out, r#"{{"RecordId":"{seq:020}{i:06}"}}"#);
+    }
+    out.extend_from_slice(b"]}");
+    out
 }

@@ -16,8 +16,18 @@
 //!    measured: MiB/s of record data delivered, with `SLUICE_BENCH_BUFFER_MB` (default 5) as the
 //!    stream's buffer size.
 //!
+//! With `SLUICE_BENCH_PROCESS=1` sluice is the release `sluice serve` binary in its own process
+//! (started by `support::ServerProcess`) and the clients are the minimal pre-encoded HTTP/1.1
+//! client (`support::RawConn`, a few µs per request instead of reqwest's JSON-parsing client)
+//! for sluice (moto is always driven by reqwest: its werkzeug server does not serve the raw
+//! client's keep-alive requests, and moto's own cost dwarfs the client's); the harness then prints the server's CPU time per request and per
+//! record (from `/proc/<pid>/stat`, independent of what else the shared machine runs) and, for
+//! the delivery part, the server's CPU ms per MiB delivered. The receiver stays in the harness
+//! process and counts records with one pass over the quotes of each body.
+//! `SLUICE_BENCH_CLIENT=reqwest|raw` overrides the client.
+//!
 //! Run: `cargo bench -p sluice --bench firehose_http` (`SLUICE_BENCH_MODE=ingest|moto|delivery`
-//! runs one part).
+//! runs one part; `SLUICE_BENCH_PROCESS=1`; `SLUICE_BENCH_CLIENT`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,7 +35,9 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{AKID, SECRET, env_or, pct, signed};
+use support::{
+    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, measure_window, pct, signed,
+};
 
 const RECORD: usize = 1024;
 const PER_REQUEST: usize = 500;
@@ -38,12 +50,17 @@ struct Sink {
     bytes: AtomicU64,
 }
 
-fn count(hay: &[u8], needle: &[u8]) -> u64 {
+/// The number of `"data"` keys in a delivery body: one pass over the quotes (base64 has none),
+/// so the receiver costs little next to the server on a shared 2-core machine.
+fn count_records(body: &[u8]) -> u64 {
     let mut n = 0;
-    let mut i = 0;
-    while let Some(p) = hay[i..].windows(needle.len()).position(|w| w == needle) {
-        n += 1;
-        i += p + needle.len();
+    let mut rest = body;
+    while let Some(p) = rest.iter().position(|&b| b == b'"') {
+        rest = &rest[p + 1..];
+        if rest.starts_with(b"data\"") {
+            n += 1;
+            rest = &rest[5..];
+        }
     }
     n
 }
@@ -70,8 +87,7 @@ async fn start_sink() -> (String, Arc<Sink>) {
             let status = if s.failing.load(Ordering::Relaxed) {
                 503
             } else {
-                s.records
-                    .fetch_add(count(&body, b"\"data\""), Ordering::Relaxed);
+                s.records.fetch_add(count_records(&body), Ordering::Relaxed);
                 s.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 200
             };
@@ -169,8 +185,57 @@ async fn create_stream(
     panic!("stream {name} did not become ACTIVE");
 }
 
-/// Runs the ingest load against `endpoint`; returns (records/s, p50, p99, errors).
-async fn ingest(endpoint: &str, stream: &str, clients: usize, secs: u64) -> (f64, f64, f64, u64) {
+/// The server under test: in this process, or the release binary as its own process.
+enum Sluice {
+    InProcess(sluice::server::RunningServer, tempfile::TempDir),
+    Process(ServerProcess),
+}
+
+impl Sluice {
+    fn endpoint(&self) -> String {
+        match self {
+            Sluice::InProcess(s, _) => format!("http://{}", s.addr()),
+            Sluice::Process(p) => p.endpoint.clone(),
+        }
+    }
+
+    fn process(&self) -> Option<&ServerProcess> {
+        match self {
+            Sluice::Process(p) => Some(p),
+            Sluice::InProcess(..) => None,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Sluice::InProcess(s, _dir) => s.shutdown().await.unwrap(),
+            Sluice::Process(p) => drop(p),
+        }
+    }
+}
+
+/// What one ingest window measured.
+struct Ingest {
+    records_per_s: f64,
+    p50: f64,
+    p99: f64,
+    errors: u64,
+    /// Server CPU µs per request (when the server is its own process).
+    server_us_per_req: Option<f64>,
+    /// This process's CPU µs per request (clients, receiver; and the server when in-process).
+    self_us_per_req: f64,
+}
+
+/// Sends one pre-signed PutRecordBatch request in a loop from each of `clients` keep-alive
+/// connections: the minimal raw client when `raw`, else reqwest.
+async fn ingest(
+    endpoint: &str,
+    stream: &str,
+    clients: usize,
+    secs: u64,
+    raw: bool,
+    process: Option<&ServerProcess>,
+) -> Ingest {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -182,29 +247,47 @@ async fn ingest(endpoint: &str, stream: &str, clients: usize, secs: u64) -> (f64
         "Firehose_20150804.PutRecordBatch",
         &body,
     );
+    let encoded = Arc::new(encode_post(endpoint, &headers, &body));
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for _ in 0..clients {
         let (http, endpoint) = (http.clone(), endpoint.to_string());
         let (h, b) = (headers.clone(), bytes::Bytes::from(body.clone()));
+        let encoded = encoded.clone();
         let (stop, measuring) = (stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
+            let mut conn = if raw {
+                Some(RawConn::connect(&endpoint).await.unwrap())
+            } else {
+                None
+            };
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                for (k, v) in &h {
-                    r = r.header(k, v);
-                }
-                let ok = match r.send().await {
-                    Ok(resp) => {
-                        let st = resp.status();
-                        let v: serde_json::Value = resp.json().await.unwrap_or_default();
-                        st.is_success() && v["FailedPutCount"] == 0
+                let ok = match conn.as_mut() {
+                    Some(c) => match c.roundtrip(&encoded).await {
+                        Ok(st) => st == 200,
+                        Err(_) => {
+                            conn = Some(RawConn::connect(&endpoint).await.unwrap());
+                            false
+                        }
+                    },
+                    None => {
+                        let mut r = http.post(format!("{endpoint}/")).body(b.clone());
+                        for (k, v) in &h {
+                            r = r.header(k, v);
+                        }
+                        match r.send().await {
+                            Ok(resp) => {
+                                let st = resp.status();
+                                let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                                st.is_success() && v["FailedPutCount"] == 0
+                            }
+                            Err(_) => false,
+                        }
                     }
-                    Err(_) => false,
                 };
                 if measuring.load(Ordering::Relaxed) {
                     if ok {
@@ -217,46 +300,42 @@ async fn ingest(endpoint: &str, stream: &str, clients: usize, secs: u64) -> (f64
             (lat, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let t0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = t0.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (l, e) = t.await.unwrap();
-        all.extend(l);
-        errors += e;
+    let w = measure_window(secs, &measuring, &stop, tasks, process).await;
+    let n = w.latencies.len().max(1) as f64;
+    Ingest {
+        records_per_s: w.latencies.len() as f64 * PER_REQUEST as f64 / w.elapsed,
+        p50: pct(&w.latencies, 0.5),
+        p99: pct(&w.latencies, 0.99),
+        errors: w.errors,
+        server_us_per_req: w.server_cpu.map(|c| c * 1e6 / n),
+        self_us_per_req: w.self_cpu * 1e6 / n,
     }
-    all.sort_unstable();
-    (
-        all.len() as f64 * PER_REQUEST as f64 / elapsed,
-        pct(&all, 0.5),
-        pct(&all, 0.99),
-        errors,
-    )
 }
 
-async fn start_sluice(
-    full_sync: bool,
-    backoff_scale: f64,
-) -> (sluice::server::RunningServer, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-    cfg.listen = "127.0.0.1:0".parse().unwrap();
-    cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-    cfg.sqlite_full_sync = full_sync;
-    cfg.firehose_backoff_scale = Some(backoff_scale);
-    let server = sluice::server::start_with(cfg, std::future::pending())
-        .await
-        .unwrap();
+/// Starts sluice (as its own process when `process`) and creates the streams' role.
+async fn start_sluice(full_sync: bool, backoff_scale: f64, process: bool) -> Sluice {
+    let server = if process {
+        let scale = backoff_scale.to_string();
+        Sluice::Process(ServerProcess::start_with_env(
+            full_sync,
+            &[("SLUICE_FIREHOSE_BACKOFF_SCALE", &scale)],
+        ))
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+        cfg.sqlite_full_sync = full_sync;
+        cfg.firehose_backoff_scale = Some(backoff_scale);
+        let server = sluice::server::start_with(cfg, std::future::pending())
+            .await
+            .unwrap();
+        Sluice::InProcess(server, dir)
+    };
     // The streams' role, trusted by Firehose.
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(format!("http://{}", server.addr()))
+        .endpoint_url(server.endpoint())
         .credentials_provider(aws_credential_types::Credentials::from_keys(
             AKID, SECRET, None,
         ))
@@ -273,7 +352,7 @@ async fn start_sluice(
         .send()
         .await
         .unwrap();
-    (server, dir)
+    server
 }
 
 struct Moto(std::process::Child);
@@ -293,6 +372,13 @@ fn main() {
     let secs = env_or("SLUICE_BENCH_SECS", 10);
     let mode = std::env::var("SLUICE_BENCH_MODE").unwrap_or_else(|_| "all".into());
     let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
+    let process = std::env::var("SLUICE_BENCH_PROCESS").is_ok();
+    let raw = match std::env::var("SLUICE_BENCH_CLIENT").as_deref() {
+        Ok("reqwest") => false,
+        Ok("raw") => true,
+        _ => process,
+    };
+    let client_name = if raw { "raw" } else { "reqwest" };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,18 +388,34 @@ fn main() {
         let http = reqwest::Client::new();
         let mut sluice_rate = None;
         if mode == "all" || mode == "ingest" {
-            let (server, _dir) = start_sluice(full_sync, 1.0).await;
-            let endpoint = format!("http://{}", server.addr());
+            let server = start_sluice(full_sync, 1.0, process).await;
+            let endpoint = server.endpoint();
             create_stream(&http, &endpoint, "bench", &sink_url, 5).await;
-            let (rate, p50, p99, errors) = ingest(&endpoint, "bench", clients, secs).await;
+            let r = ingest(&endpoint, "bench", clients, secs, raw, server.process()).await;
+            let cpu = match r.server_us_per_req {
+                Some(us) => format!(
+                    "server_cpu_us_per_req={us:.0} server_cpu_us_per_record={:.2} bench_process_cpu_us_per_req={:.0}",
+                    us / PER_REQUEST as f64,
+                    r.self_us_per_req
+                ),
+                None => format!(
+                    "process_cpu_us_per_req={:.0} (server, clients and receiver together)",
+                    r.self_us_per_req
+                ),
+            };
             println!(
-                "firehose_ingest target=sluice clients={clients} secs={secs} sync={} records_per_s={rate:.0} data_mib_per_s={:.1} p50_ms={p50:.1} p99_ms={p99:.1} errors={errors} delivered_during_run={}",
+                "firehose_ingest target=sluice server={} client={client_name} clients={clients} secs={secs} sync={} records_per_s={:.0} data_mib_per_s={:.1} p50_ms={:.1} p99_ms={:.1} errors={} delivered_during_run={} {cpu}",
+                if process { "process" } else { "in-process" },
                 if full_sync { "full" } else { "normal" },
-                rate * RECORD as f64 / 1048576.0,
+                r.records_per_s,
+                r.records_per_s * RECORD as f64 / 1048576.0,
+                r.p50,
+                r.p99,
+                r.errors,
                 sink.records.load(Ordering::Relaxed),
             );
-            sluice_rate = Some(rate);
-            server.shutdown().await.unwrap();
+            sluice_rate = Some(r.records_per_s);
+            server.stop().await;
         }
         if (mode == "all" || mode == "moto") && which("moto_server") {
             let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -337,36 +439,42 @@ fn main() {
             }
             create_stream(&http, &endpoint, "bench", &sink_url, 5).await;
             let before = sink.records.load(Ordering::Relaxed);
-            let (rate, p50, p99, errors) = ingest(&endpoint, "bench", clients, secs).await;
+            // moto (werkzeug) does not keep the raw client's connections alive: reqwest always.
+            let r = ingest(&endpoint, "bench", clients, secs, false, None).await;
             println!(
-                "firehose_ingest target=moto clients={clients} secs={secs} records_per_s={rate:.0} p50_ms={p50:.1} p99_ms={p99:.1} errors={errors} delivered_during_run={}",
+                "firehose_ingest target=moto client=reqwest clients={clients} secs={secs} records_per_s={:.0} p50_ms={:.1} p99_ms={:.1} errors={} delivered_during_run={}",
+                r.records_per_s,
+                r.p50,
+                r.p99,
+                r.errors,
                 sink.records.load(Ordering::Relaxed) - before,
             );
             if let Some(s) = sluice_rate {
-                println!("firehose_ingest ratio sluice/moto = {:.1}", s / rate.max(1e-9));
+                println!(
+                    "firehose_ingest ratio sluice/moto = {:.1}",
+                    s / r.records_per_s.max(1e-9)
+                );
             }
         }
         if mode == "all" || mode == "delivery" {
             let mib = env_or("SLUICE_BENCH_DELIVERY_MIB", 256);
             let buffer_mb = env_or("SLUICE_BENCH_BUFFER_MB", 5);
-            let (server, _dir) = start_sluice(full_sync, 0.001).await;
-            let endpoint = format!("http://{}", server.addr());
+            let server = start_sluice(full_sync, 0.001, process).await;
+            let endpoint = server.endpoint();
             sink.failing.store(true, Ordering::Relaxed);
             create_stream(&http, &endpoint, "drain", &sink_url, buffer_mb).await;
             let body = batch_body("drain");
             let headers = signed(&endpoint, "firehose", "Firehose_20150804.PutRecordBatch", &body);
+            let encoded = Arc::new(encode_post(&endpoint, &headers, &body));
             let total = mib * 1024 * 1024 / (RECORD as u64 * PER_REQUEST as u64);
             let mut loads = Vec::new();
             for w in 0..4u64 {
-                let (http, endpoint, h, b) = (http.clone(), endpoint.clone(), headers.clone(), bytes::Bytes::from(body.clone()));
+                let encoded = encoded.clone();
+                let endpoint = endpoint.clone();
                 loads.push(tokio::spawn(async move {
+                    let mut conn = RawConn::connect(&endpoint).await.unwrap();
                     for _ in (w..total).step_by(4) {
-                        let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                        for (k, v) in &h {
-                            r = r.header(k, v);
-                        }
-                        let resp = r.send().await.unwrap();
-                        assert!(resp.status().is_success());
+                        assert_eq!(conn.roundtrip(&encoded).await.unwrap(), 200);
                     }
                 }));
             }
@@ -376,6 +484,7 @@ fn main() {
             let want = total * PER_REQUEST as u64;
             let base = sink.records.load(Ordering::Relaxed);
             let base_bytes = sink.bytes.load(Ordering::Relaxed);
+            let cpu0 = server.process().map(ServerProcess::cpu_secs);
             let t0 = Instant::now();
             sink.failing.store(false, Ordering::Relaxed);
             let deadline = Instant::now() + Duration::from_secs(600);
@@ -385,13 +494,21 @@ fn main() {
             let el = t0.elapsed().as_secs_f64();
             let got = sink.records.load(Ordering::Relaxed) - base;
             let wire = sink.bytes.load(Ordering::Relaxed) - base_bytes;
+            let data_mib = got as f64 * RECORD as f64 / 1048576.0;
+            let cpu = match (cpu0, server.process().map(ServerProcess::cpu_secs)) {
+                (Some(a), Some(b)) => {
+                    format!(" server_cpu_ms_per_mib={:.2}", (b - a) * 1e3 / data_mib.max(1e-9))
+                }
+                _ => String::new(),
+            };
             println!(
-                "firehose_delivery loaded_mib={mib} buffer_mb={buffer_mb} records={got}/{want} secs={el:.2} data_mib_per_s={:.1} wire_mib_per_s={:.1} records_per_s={:.0}",
-                got as f64 * RECORD as f64 / 1048576.0 / el,
+                "firehose_delivery server={} loaded_mib={mib} buffer_mb={buffer_mb} records={got}/{want} secs={el:.2} data_mib_per_s={:.1} wire_mib_per_s={:.1} records_per_s={:.0}{cpu}",
+                if process { "process" } else { "in-process" },
+                data_mib / el,
                 wire as f64 / 1048576.0 / el,
                 got as f64 / el,
             );
-            server.shutdown().await.unwrap();
+            server.stop().await;
         }
     });
 }

@@ -5,7 +5,9 @@
 //! 2. the body, read up to `max_body_bytes` (413 `RequestEntityTooLargeException` beyond);
 //! 3. SigV4 verification (`sluice-sigv4`) against the known access keys -> a [`Principal`];
 //! 4. AWS JSON 1.1 parsing and model validation (`sluice-wire`), and a check that the
-//!    credential scope names the operation's service;
+//!    credential scope names the operation's service (a hot operation, Firehose
+//!    PutRecordBatch, is first offered to its service's `handle_raw` with the raw body, which
+//!    decodes the usual form itself and declines the rest);
 //! 5. the service call with a [`CallContext`]; the service authorizes and audits.
 //!
 //! Data directory layout: `root.key` (the root key, 0600, unless supplied by the operator),
@@ -636,6 +638,15 @@ async fn dispatch(
         .headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    // A hot operation may be decoded by its service straight from the body (same answers and
+    // errors; see `JsonService::handle_raw`); anything it declines takes the generic path.
+    if let Ok((svc, op)) = sluice_wire::route(content_type, target)
+        && verified.service == svc.signing_name()
+        && let Some(service) = st.services.json.get(svc.signing_name())
+        && let Some(result) = service.handle_raw(op.name(), &ctx, body).await
+    {
+        return result.map(Reply::Json).map_err(|e| (e, Some(svc), None));
+    }
     let (svc, op, input) =
         sluice_wire::parse_request(content_type, target, body).map_err(|e| (e, None, None))?;
     if verified.service != svc.signing_name() {

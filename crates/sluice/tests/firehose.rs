@@ -801,6 +801,116 @@ async fn extended_s3_writes_gzip_objects_with_the_prefix_layout() {
     assert_eq!(out, "a\nb\n");
 }
 
+/// PutRecordBatch bodies in the SDKs' form take the server's fast path; any other valid JSON
+/// form (whitespace, escapes, members the model does not know) takes the generic path. Both
+/// answer alike and store the same records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_record_batch_bodies_in_any_json_form_are_answered_and_stored_alike() {
+    let srv = Srv::start().await;
+    let sdk = srv.sdk().await;
+    let (iam, fh) = (aws_sdk_iam::Client::new(&sdk), srv.firehose().await);
+    let role = create_role(
+        &iam,
+        "forms-role",
+        json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::forms/*"}]),
+    )
+    .await;
+    fh.create_delivery_stream()
+        .delivery_stream_name("forms")
+        .extended_s3_destination_configuration(
+            ExtendedS3DestinationConfiguration::builder()
+                .role_arn(&role)
+                .bucket_arn("arn:aws:s3:::forms")
+                .buffering_hints(
+                    BufferingHints::builder()
+                        .size_in_mbs(1)
+                        .interval_in_seconds(0)
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    wait_status(&fh, "forms", "ACTIVE").await;
+    let send = |body: &'static str| {
+        let ep = srv.endpoint();
+        async move {
+            common::raw(
+                &ep,
+                "firehose",
+                &[
+                    ("content-type", "application/x-amz-json-1.1"),
+                    ("x-amz-target", "Firehose_20150804.PutRecordBatch"),
+                ],
+                body.as_bytes().to_vec(),
+                true,
+                SECRET,
+            )
+            .await
+        }
+    };
+    // "one\n" and "two?\n" in the usual form, then "three?\n" (base64 with a "/", escaped as
+    // JSON allows), with whitespace and a member the model does not know.
+    let usual = send(
+        r#"{"DeliveryStreamName":"forms","Records":[{"Data":"b25lCg=="},{"Data":"dHdvPwo="}]}"#,
+    )
+    .await;
+    let other = send(
+        "{ \"Records\" : [ {\"Data\": \"dGhyZWU\\/Cg==\", \"Extra\": 1} ],\n \"DeliveryStreamName\": \"forms\" }",
+    )
+    .await;
+    for (r, n) in [(&usual, 2), (&other, 1)] {
+        assert_eq!(r.status, 200, "{}", r.body);
+        let obj = r.body.as_object().unwrap();
+        let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+        assert_eq!(keys, ["Encrypted", "FailedPutCount", "RequestResponses"]);
+        assert_eq!(
+            (&r.body["FailedPutCount"], &r.body["Encrypted"]),
+            (&json!(0), &json!(false))
+        );
+        let ids = r.body["RequestResponses"].as_array().unwrap();
+        assert_eq!(ids.len(), n);
+        for id in ids {
+            let id = id["RecordId"].as_str().unwrap();
+            assert!(
+                id.len() == 26 && id.bytes().all(|c| c.is_ascii_digit()),
+                "{id}"
+            );
+        }
+    }
+    // Errors come from the generic path, whichever form the body has.
+    let bad = send(r#"{"DeliveryStreamName":"forms","Records":[]}"#).await;
+    assert_eq!(bad.body["__type"], "ValidationException");
+    let missing = send(r#"{"DeliveryStreamName":"nope","Records":[{"Data":"eA=="}]}"#).await;
+    assert_eq!(missing.body["__type"], "ResourceNotFoundException");
+    let root = srv.dir.join("objects").join("forms");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut all: Vec<u8> = if root.exists() {
+            files_under(&root)
+                .into_iter()
+                .flat_map(|(_, b)| b)
+                .collect()
+        } else {
+            vec![]
+        };
+        all.sort_unstable();
+        let mut want = b"one\ntwo?\nthree?\n".to_vec();
+        want.sort_unstable();
+        if all == want {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "objects hold {:?}",
+            String::from_utf8_lossy(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eventbridge_rules_deliver_events_into_a_stream() {
     let srv = Srv::start().await;

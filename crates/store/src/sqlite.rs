@@ -13,13 +13,16 @@
 //! `user_version` is larger than the number of migrations this binary knows was written by a
 //! newer sluice and is refused (never touched) with [`StoreError::Backend`] saying so.
 //!
-//! Schema (migration 1):
-//! - `kv(ns TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
-//!   PRIMARY KEY (ns, key)) WITHOUT ROWID`: every namespace's entries. `ns` is the namespace
+//! Schema (migrations 1 and 2):
+//! - `kv(ns TEXT NOT NULL, key BLOB NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL)`,
+//!   a rowid table, with `UNIQUE INDEX kv_ns_key ON kv (ns, key)`: every namespace's entries
+//!   (migration 1 made it a `WITHOUT ROWID` table keyed by `(ns, key)`; migration 2 copied it
+//!   into this form, so that seeks compare small index cells instead of reading whole large
+//!   rows). `ns` is the namespace
 //!   name as UTF-8 text; `key` and `value` are the caller's bytes verbatim (an empty key or
 //!   value is a zero-length blob, never NULL). SQLite orders blobs with `memcmp` and shorter
 //!   first on a common prefix, which is exactly the byte order [`Store::scan`] promises, so
-//!   scans are range scans of the primary key. `version` is the commit sequence number of the
+//!   scans are range scans of the `(ns, key)` index. `version` is the commit sequence number of the
 //!   batch that last wrote the entry.
 //! - `meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`: the row `name = 'last_seq'` holds
 //!   the last commit sequence number handed out (0 in a new store). Every group transaction reads
@@ -135,6 +138,21 @@ pub const MIGRATIONS: &[&str] = &[
          value INTEGER NOT NULL
      );
      INSERT INTO meta (name, value) VALUES ('last_seq', 0);",
+    // 2: `kv` as a rowid table with a unique index on (ns, key). In a WITHOUT ROWID table a
+    // row is a cell of the primary-key b-tree, and SQLite compares a key against a cell whose
+    // payload spills to overflow pages by reading the *whole* row: with values of hundreds of
+    // KB (Firehose chunks) every insert and every range seek read megabytes. Here the index
+    // cells hold only (ns, key, rowid), and the value is fetched once, by rowid.
+    "CREATE TABLE kv_rowid (
+         ns      TEXT    NOT NULL,
+         key     BLOB    NOT NULL,
+         value   BLOB    NOT NULL,
+         version INTEGER NOT NULL
+     );
+     INSERT INTO kv_rowid (ns, key, value, version) SELECT ns, key, value, version FROM kv;
+     DROP TABLE kv;
+     ALTER TABLE kv_rowid RENAME TO kv;
+     CREATE UNIQUE INDEX kv_ns_key ON kv (ns, key);",
 ];
 
 /// How hard a commit syncs (see the module docs).

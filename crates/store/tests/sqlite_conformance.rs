@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use sluice_store::conformance::StoreFactory;
 use sluice_store::sqlite::{MIGRATIONS, SqliteOptions, SqliteStore, SyncMode};
-use sluice_store::{Batch, Store, StoreError};
+use sluice_store::{Batch, KeyRange, Store, StoreError};
 
 struct Sqlite {
     dir: tempfile::TempDir,
@@ -83,6 +83,60 @@ async fn newer_schema_is_refused_untouched() {
     let s = f.open().await;
     assert_eq!(s.get("ns", b"k").await.unwrap().unwrap().value, b"v");
     s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_store_of_schema_version_1_is_migrated_with_its_data() {
+    let f = Sqlite::new();
+    let conn = raw(&f.path());
+    conn.execute_batch(MIGRATIONS[0]).unwrap();
+    conn.execute_batch(&format!(
+        "INSERT INTO kv VALUES ('ns', x'01', x'aa', 3), ('ns', x'02', zeroblob(300000), 4),
+                              ('other', x'01', x'bb', 5);
+         UPDATE meta SET value = 5 WHERE name = 'last_seq';
+         PRAGMA user_version = 1; PRAGMA application_id = {};",
+        sluice_store::sqlite::APPLICATION_ID
+    ))
+    .unwrap();
+    drop(conn);
+    let s = f.open().await;
+    let got = s.get("ns", &[1]).await.unwrap().unwrap();
+    assert_eq!((got.value, got.version), (vec![0xaa], 3));
+    let all = s.scan("ns", KeyRange::all(), 10, false).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].1.value.len(), 300_000);
+    // Upserts still find the existing row, and sequences continue after the old last one.
+    let seq = s.apply(Batch::new().put("ns", [1u8], "new")).await.unwrap();
+    assert!(seq > 5);
+    assert_eq!(s.get("ns", &[1]).await.unwrap().unwrap().value, b"new");
+    assert_eq!(
+        s.scan("ns", KeyRange::all(), 10, false)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    s.close().await.unwrap();
+    let version: i64 = raw(&f.path())
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version as usize, MIGRATIONS.len());
+    // Range scans walk the (ns, key) index in order, without sorting the rows.
+    let plan: Vec<String> = raw(&f.path())
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT key, value, version FROM kv WHERE ns = 'ns' \
+             AND key >= x'01' ORDER BY key DESC LIMIT 10",
+        )
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let plan = plan.join("; ");
+    assert!(
+        plan.contains("kv_ns_key") && !plan.contains("TEMP B-TREE"),
+        "{plan}"
+    );
 }
 
 #[tokio::test]

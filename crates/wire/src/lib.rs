@@ -209,6 +209,18 @@ pub fn parse_request(
     target: Option<&str>,
     body: &[u8],
 ) -> Result<(&'static Service, &'static Operation, Value), AwsError> {
+    let (svc, op) = route(content_type, target)?;
+    Ok((svc, op, parse_body(op, body)?))
+}
+
+/// The framing checks of [`parse_request`] without the body: the operation named by
+/// `X-Amz-Target` and a JSON 1.x content type (the same errors, in the same order). A server
+/// may use it to hand a hot operation's raw body to its service and fall back to
+/// [`parse_request`] otherwise.
+pub fn route(
+    content_type: Option<&str>,
+    target: Option<&str>,
+) -> Result<(&'static Service, &'static Operation), AwsError> {
     let Some(target) = target else {
         return Err(unknown_operation(
             "Missing X-Amz-Target header: the operation to call is unknown.",
@@ -229,6 +241,11 @@ pub fn parse_request(
             ));
         }
     }
+    Ok((svc, op))
+}
+
+/// Parses and validates the body of a request for `op` (the body part of [`parse_request`]).
+fn parse_body(op: &Operation, body: &[u8]) -> Result<Value, AwsError> {
     let value = if body.iter().all(u8::is_ascii_whitespace) {
         Value::Object(serde_json::Map::new())
     } else {
@@ -254,7 +271,7 @@ pub fn parse_request(
         }
     };
     op.validate(&value)?;
-    Ok((svc, op, value))
+    Ok(value)
 }
 
 impl Operation {

@@ -79,6 +79,12 @@ impl ServerProcess {
     /// loopback port with the bench credentials and waits until `/_sluice/health` answers.
     /// `full_sync = false` selects `sqlite_sync = "normal"`.
     pub fn start(full_sync: bool) -> Self {
+        Self::start_with_env(full_sync, &[])
+    }
+
+    /// [`ServerProcess::start`] with extra environment variables for the server process (such
+    /// as `SLUICE_FIREHOSE_BACKOFF_SCALE`).
+    pub fn start_with_env(full_sync: bool, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -111,6 +117,7 @@ impl ServerProcess {
             .env("SLUICE_ROOT_ACCESS_KEY_ID", AKID)
             .env("SLUICE_ROOT_SECRET_ACCESS_KEY", SECRET)
             .env("SLUICE_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
