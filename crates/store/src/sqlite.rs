@@ -74,8 +74,9 @@
 //! Checkpoints do not run on the writer: a checkpoint copies pages into the database file and
 //! syncs both files, which took the writer (and every caller waiting on a group commit) away
 //! for milliseconds at a time and was the whole tail of the KMS latency. The writer runs with
-//! `wal_autocheckpoint = 0` and counts the bytes its groups wrote; every
-//! [`CHECKPOINT_BYTES`] it wakes the WAL thread (`sluice-store-wal`, its own read-write
+//! `wal_autocheckpoint = 0` and reads, after each commit, how many frames (pages) the WAL
+//! holds (SQLite's WAL hook); every [`CHECKPOINT_FRAMES`] new frames (SQLite's own
+//! autocheckpoint default) it wakes the WAL thread (`sluice-store-wal`, its own read-write
 //! connection), which runs `PRAGMA wal_checkpoint(PASSIVE)` concurrently with the writer's
 //! appends (WAL mode allows one checkpointer beside one writer), and also when the store has
 //! been written but idle for a second. These copy the bulk of the pages.
@@ -83,13 +84,14 @@
 //! A background checkpoint alone never lets the WAL start over under sustained writes: SQLite
 //! rewinds the WAL only when a transaction begins with every frame already copied, and the
 //! writer appends while the WAL thread copies (measured: 765 MB of WAL after 8 s of PutEvents
-//! load). So every [`RESTART_BYTES`] the writer itself runs one passive checkpoint between
+//! load). So once the WAL holds [`RESTART_FRAMES`] the writer itself runs one passive checkpoint between
 //! two groups: it copies only the tail the WAL thread has not reached yet (plus the two syncs),
 //! and when it reports every frame copied, the writer's next transaction rewinds the WAL. If a
-//! reader's snapshot keeps frames from being copied, it tries again after another
-//! [`CHECKPOINT_BYTES`]; past [`WAL_LIMIT_BYTES`] it runs `wal_checkpoint(RESTART)`, which
-//! waits for those readers. The WAL therefore stays within a few tens of MiB under any load;
-//! `journal_size_limit` (64 MiB) truncates the file after a rewind if it grew larger.
+//! reader's snapshot keeps frames from being copied (or the WAL thread holds the checkpoint
+//! lock), it tries again after another [`CHECKPOINT_FRAMES`]; past [`WAL_LIMIT_FRAMES`] it runs
+//! `wal_checkpoint(RESTART)`, which waits for those readers. The WAL therefore stays near
+//! 64 MiB under any load; `journal_size_limit` (64 MiB) truncates the file after a rewind if it
+//! grew larger.
 //!
 //! # Recovery
 //! Nothing of sluice's own: after a crash, the next open lets SQLite replay the WAL. A group
@@ -166,17 +168,28 @@ pub enum SyncMode {
     Normal,
 }
 
-/// Bytes written by group commits after which the writer asks the WAL thread for a checkpoint
-/// (about 1000 WAL pages, SQLite's own autocheckpoint default).
-pub const CHECKPOINT_BYTES: u64 = 4 * 1024 * 1024;
+/// New WAL frames after which the writer asks the WAL thread for a checkpoint (SQLite's own
+/// autocheckpoint default).
+pub const CHECKPOINT_FRAMES: i64 = 1000;
 
-/// Bytes written since the WAL last started over after which the writer runs the checkpoint
-/// that lets it start over (see the module docs).
-pub const RESTART_BYTES: u64 = 32 * 1024 * 1024;
+/// WAL frames at which the writer runs the checkpoint that lets the WAL start over (64 MiB of
+/// 4 KiB pages; see the module docs).
+pub const RESTART_FRAMES: i64 = 16_384;
 
-/// Bytes written without the WAL starting over after which the writer waits for readers
-/// (`wal_checkpoint(RESTART)`) to make it start over.
-pub const WAL_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
+/// WAL frames past which the writer waits for readers (`wal_checkpoint(RESTART)`) to make the
+/// WAL start over (256 MiB of 4 KiB pages).
+pub const WAL_LIMIT_FRAMES: i64 = 65_536;
+
+thread_local! {
+    /// Frames in the WAL after the last commit on this thread's connection, as SQLite's WAL
+    /// hook reports it (the hook runs on the committing thread: the writer).
+    static WAL_FRAMES: std::cell::Cell<i64> = const { std::cell::Cell::new(0) };
+}
+
+fn record_wal_frames(_: &rusqlite::hooks::Wal, frames: std::ffi::c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.with(|f| f.set(i64::from(frames)));
+    Ok(())
+}
 
 /// How long the WAL thread waits without a checkpoint request before it checkpoints what was
 /// written anyway.
@@ -418,7 +431,7 @@ impl SqliteStore {
         let wal = WalShared {
             counters: Arc::clone(&counters),
             unsynced: AtomicBool::new(false),
-            written: AtomicU64::new(0),
+            dirty: AtomicBool::new(false),
         };
         let wal = Arc::new(wal);
         let wal_path = {
@@ -443,8 +456,9 @@ impl SqliteStore {
             wal,
             wal_tx: Some(wal_tx),
             wal_thread: Some(wal_thread),
-            since_restart: 0,
-            last_attempt: 0,
+            frames: 0,
+            next_checkpoint: CHECKPOINT_FRAMES,
+            next_restart: RESTART_FRAMES,
         };
         let writer = std::thread::Builder::new()
             .name("sluice-store-writer".into())
@@ -542,13 +556,13 @@ struct WalShared {
     counters: Arc<Counters>,
     /// A deferred group committed since the last sync of the WAL.
     unsynced: AtomicBool,
-    /// Approximate bytes committed since the last checkpoint.
-    written: AtomicU64,
+    /// A group committed since the WAL thread's last checkpoint.
+    dirty: AtomicBool,
 }
 
 /// What the writer tells the WAL thread.
 enum WalMsg {
-    /// [`CHECKPOINT_BYTES`] were written since the last checkpoint.
+    /// [`CHECKPOINT_FRAMES`] frames were added since the last request.
     Checkpoint,
     /// A deferred group committed without a sync: arm the deferred-sync deadline.
     Deferred,
@@ -565,14 +579,18 @@ struct Writer {
     wal: Arc<WalShared>,
     wal_tx: Option<std::sync::mpsc::Sender<WalMsg>>,
     wal_thread: Option<JoinHandle<()>>,
-    /// Bytes committed since the WAL last started over (approximately).
-    since_restart: u64,
-    /// `since_restart` at the writer's last checkpoint attempt.
-    last_attempt: u64,
+    /// Frames in the WAL after the last commit.
+    frames: i64,
+    /// Frame count at which to wake the WAL thread next.
+    next_checkpoint: i64,
+    /// Frame count at which to try rewinding the WAL next.
+    next_restart: i64,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        // After `wal_autocheckpoint = 0` (which replaces any WAL hook).
+        self.conn.wal_hook(Some(record_wal_frames));
         let mut group = Vec::with_capacity(self.max_group);
         while let Some(first) = rx.blocking_recv() {
             group.push(first);
@@ -615,7 +633,6 @@ impl Writer {
                 Err(e) => tracing::warn!(error = %e, "store: switching synchronous failed"),
             }
         }
-        let bytes: u64 = group.iter().map(|j| batch_bytes(&j.batch)).sum();
         let committed = commit_group(&mut self.conn, group, &self.wal.counters);
         if !committed {
             return;
@@ -627,22 +644,27 @@ impl Writer {
         } else if relaxed && !self.wal.unsynced.swap(true, Ordering::AcqRel) {
             let _ = wal_tx.send(WalMsg::Deferred);
         }
-        let before = self.wal.written.fetch_add(bytes, Ordering::AcqRel);
-        if before < CHECKPOINT_BYTES && before + bytes >= CHECKPOINT_BYTES {
+        self.wal.dirty.store(true, Ordering::Release);
+        let frames = WAL_FRAMES.with(std::cell::Cell::get);
+        if frames < self.frames {
+            // The WAL started over.
+            self.next_checkpoint = CHECKPOINT_FRAMES;
+            self.next_restart = RESTART_FRAMES;
+        }
+        self.frames = frames;
+        if frames >= self.next_checkpoint {
+            self.next_checkpoint = frames + CHECKPOINT_FRAMES;
             let _ = wal_tx.send(WalMsg::Checkpoint);
         }
-        self.since_restart += bytes;
-        if self.since_restart >= RESTART_BYTES
-            && self.since_restart - self.last_attempt >= CHECKPOINT_BYTES
-        {
+        if frames >= self.next_restart {
+            self.next_restart = frames + CHECKPOINT_FRAMES;
             self.restart_wal();
         }
     }
 
     /// Copies the WAL's remaining frames so the next transaction rewinds it (module docs).
     fn restart_wal(&mut self) {
-        self.last_attempt = self.since_restart;
-        let mode = if self.since_restart >= WAL_LIMIT_BYTES {
+        let mode = if self.frames >= WAL_LIMIT_FRAMES {
             "PRAGMA wal_checkpoint(RESTART)"
         } else {
             "PRAGMA wal_checkpoint(PASSIVE)"
@@ -657,8 +679,6 @@ impl Writer {
         match result {
             // Every frame copied and no checkpointer in the way: the WAL starts over.
             Ok((0, log, done)) if log == done => {
-                self.since_restart = 0;
-                self.last_attempt = 0;
                 self.wal
                     .counters
                     .checkpoints
@@ -670,20 +690,6 @@ impl Writer {
             Err(e) => tracing::warn!(error = %e, "store: checkpoint on the writer failed"),
         }
     }
-}
-
-/// Roughly the bytes a batch adds to the WAL (keys and values; pages add overhead).
-fn batch_bytes(batch: &Batch) -> u64 {
-    batch
-        .ops
-        .iter()
-        .map(|op| match op {
-            Op::Put { key, value, .. } => key.len() + value.len() + 16,
-            Op::Append { value, .. } => value.len() + 26,
-            Op::Delete { key, .. } => key.len() + 16,
-            Op::Expect { .. } => 0,
-        } as u64)
-        .sum()
 }
 
 /// The WAL thread: checkpoints and deferred syncs (see the module docs). Exits when the
@@ -706,7 +712,7 @@ fn wal_loop(
             }
             Ok(WalMsg::Checkpoint) => checkpoint(&conn, shared),
             Err(RecvTimeoutError::Timeout) => {
-                if deadline.is_none() && shared.written.load(Ordering::Acquire) > 0 {
+                if deadline.is_none() && shared.dirty.load(Ordering::Acquire) {
                     checkpoint(&conn, shared);
                 }
             }
@@ -748,7 +754,7 @@ fn sync_wal(wal_path: &Path, shared: &WalShared) {
 
 /// Runs a passive checkpoint.
 fn checkpoint(conn: &Connection, shared: &WalShared) {
-    shared.written.store(0, Ordering::Release);
+    shared.dirty.store(false, Ordering::Release);
     match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
         Ok(()) => {
             shared.counters.checkpoints.fetch_add(1, Ordering::Relaxed);

@@ -279,7 +279,7 @@ async fn wal_stays_bounded_under_sustained_writes() {
         let s = std::sync::Arc::clone(&s);
         tasks.spawn(async move {
             let blob = vec![t; 8 * 1024];
-            for i in 0..2048u32 {
+            for i in 0..4096u32 {
                 // Overwrites, so the database itself stays small: what grows is the WAL.
                 let batch = Batch::new().put("blobs", [t, (i % 8) as u8], blob.clone());
                 s.apply(batch).await.unwrap();
@@ -287,12 +287,16 @@ async fn wal_stays_bounded_under_sustained_writes() {
         });
     }
     tasks.join_all().await;
-    // 128 MiB went through the WAL.
+    // 256 MiB went through the WAL; it starts over near 64 MiB (`RESTART_FRAMES`).
     let wal = std::fs::metadata(f.path().with_extension("db-wal")).unwrap();
     assert!(
-        wal.len() < 64 * 1024 * 1024,
-        "WAL of {} MiB after 128 MiB of writes",
+        wal.len() < 100 * 1024 * 1024,
+        "WAL of {} MiB after 256 MiB of writes",
         wal.len() >> 20
     );
-    std::sync::Arc::try_unwrap(s).unwrap().close().await.unwrap();
+    std::sync::Arc::try_unwrap(s)
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
 }
