@@ -951,18 +951,39 @@ async fn oauth_client_credentials_cache_refresh_and_failure() {
     }
     assert_eq!(issued.load(Ordering::SeqCst), 2);
 
-    // A token that expires within 60 s is refreshed before use.
+    // A token that expires within 60 s is refreshed before use. (Waits on which token an
+    // event went out with, not on request counts: a 401 and its retry interleave with other
+    // work, and the connection's credential cache may send one attempt with an older token.)
+    let token_no = |r: &Req| {
+        r.h("authorization")
+            .and_then(|a| a.strip_prefix("Bearer tok-"))
+            .and_then(|k| k.parse::<usize>().ok())
+    };
+    let sent_with_newer = |what: &str, than: usize| {
+        rx.on("/v1/ingest")
+            .iter()
+            .any(|r| r.body.contains(what) && token_no(r).is_some_and(|k| k > than))
+    };
     expires_in.store(30, Ordering::SeqCst);
     revoked.store(2, Ordering::SeqCst);
     put(&ev, vec![custom("app", json!({"n": "short-1"}))]).await;
-    rx.wait("/v1/ingest", 6).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !sent_with_newer("short-1", 2) {
+        assert!(
+            Instant::now() < deadline,
+            "short-1 not sent with a new token"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The token short-1 was accepted with expires in 30 s.
     let n = issued.load(Ordering::SeqCst);
     put(&ev, vec![custom("app", json!({"n": "short-2"}))]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !rx.on("/v1/ingest").iter().any(|r| {
-        r.body.contains("short-2") && r.h("authorization").is_some_and(|a| a != "Bearer tok-1")
-    }) {
-        assert!(Instant::now() < deadline);
+    while !sent_with_newer("short-2", n) {
+        assert!(
+            Instant::now() < deadline,
+            "short-2 not sent with a refreshed token"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
