@@ -24,13 +24,19 @@
 //!
 //! Each scenario runs `SLUICE_BENCH_RUNS` times (default 3); the harness prints every run and the
 //! medians. Run: `cargo bench -p sluice --bench apidest_http`.
+//!
+//! With `SLUICE_BENCH_PROCESS=1` the server is the release `sluice serve` binary in its own
+//! process (`support::ServerProcess`, `SLUICE_BENCH_BIN` for another build), the throughput
+//! scenario's PutEvents go through the raw pre-encoded client (`support::RawConn`) instead of
+//! reqwest, and the throughput lines add the server's CPU time per delivered event (read from
+//! `/proc`), which does not depend on what else the machine runs.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
 
-use support::{AKID, SECRET, env_or, signed};
+use support::{AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, signed};
 
 struct Rx {
     arrivals: Arc<Mutex<Vec<Instant>>>,
@@ -87,14 +93,23 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let dir = tempfile::tempdir().unwrap();
-        let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-        cfg.listen = "127.0.0.1:0".parse().unwrap();
-        cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-        cfg.sqlite_full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
-        let server = sluice::server::start_with(cfg, std::future::pending())
-            .await
-            .unwrap();
-        let endpoint = format!("http://{}", server.addr());
+        let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
+        let (server, process, endpoint) = if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
+            let p = ServerProcess::start(full_sync);
+            let e = p.endpoint.clone();
+            (None, Some(p), e)
+        } else {
+            let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+            cfg.listen = "127.0.0.1:0".parse().unwrap();
+            cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+            cfg.sqlite_full_sync = full_sync;
+            let server = sluice::server::start_with(cfg, std::future::pending())
+                .await
+                .unwrap();
+            let e = format!("http://{}", server.addr());
+            (Some(server), None, e)
+        };
+        let raw = process.is_some();
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(16)
             .build()
@@ -138,10 +153,21 @@ fn main() {
                 let requests = n.div_ceil(10);
                 let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
                 let mut tasks = Vec::new();
+                let encoded = Arc::new(encode_post(&endpoint, &headers, &body));
                 for _ in 0..8 {
                     let (http, endpoint, body, headers, next) =
                         (http.clone(), endpoint.clone(), body.clone(), headers.clone(), next.clone());
+                    let encoded = encoded.clone();
                     tasks.push(tokio::spawn(async move {
+                        if raw {
+                            // The raw client reads only the status: deliveries are counted at
+                            // the receiver, which must see every event.
+                            let mut conn = RawConn::connect(&endpoint).await.unwrap();
+                            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                                assert_eq!(conn.roundtrip(&encoded).await.unwrap(), 200);
+                            }
+                            return;
+                        }
                         while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
                             let mut r = http.post(format!("{endpoint}/")).body(body.clone());
                             for (k, v) in &headers {
@@ -200,6 +226,7 @@ fn main() {
         for run in 0..runs {
             let source = setup(1_000_000, "").await;
             rx.arrivals.lock().unwrap().clear();
+            let cpu0 = process.as_ref().map(|p| p.cpu_secs());
             let t0 = Instant::now();
             let n = put_all(source, n_events).await;
             let acked = t0.elapsed().as_secs_f64();
@@ -207,8 +234,15 @@ fn main() {
             let last = *rx.arrivals.lock().unwrap().iter().max().unwrap();
             let secs = (last - t0).as_secs_f64();
             let eps = n as f64 / secs;
+            let cpu = match (process.as_ref(), cpu0) {
+                (Some(p), Some(c0)) => format!(
+                    " server_cpu_us_per_event={:.1}",
+                    (p.cpu_secs() - c0) * 1e6 / n as f64
+                ),
+                _ => String::new(),
+            };
             println!(
-                "apidest_http throughput run={run} events={n} put_secs={acked:.2} delivered_secs={secs:.2} delivered_per_s={eps:.0}"
+                "apidest_http throughput run={run} events={n} put_secs={acked:.2} delivered_secs={secs:.2} delivered_per_s={eps:.0}{cpu}"
             );
             tput.push(eps);
         }
@@ -292,11 +326,14 @@ fn main() {
                 median(&mut all.clone()) / rate as f64
             );
         }
-        let m = server.events().unwrap().metrics().await;
-        println!(
-            "apidest_http invocations={} failed={} dead_lettered={}",
-            m.invocations, m.failed_invocations, m.dead_lettered
-        );
-        server.shutdown().await.unwrap();
+        if let Some(server) = server {
+            let m = server.events().unwrap().metrics().await;
+            println!(
+                "apidest_http invocations={} failed={} dead_lettered={}",
+                m.invocations, m.failed_invocations, m.dead_lettered
+            );
+            server.shutdown().await.unwrap();
+        }
+        drop(process);
     });
 }

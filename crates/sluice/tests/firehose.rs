@@ -372,12 +372,24 @@ async fn wait_failure(fh: &Client, name: &str, f: impl Fn(&str) -> bool) -> Stri
     }
 }
 
+/// The objects under `dir` (recursively) whose write has finished: the local object store
+/// writes `<name>#<n>` and renames it to `<name>` when complete.
+fn objects_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    files_under(dir)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains('#'))
+        })
+        .collect()
+}
+
 /// Every JSON line of every object under `dir` (recursively), with the object's path.
 fn json_lines(dir: &Path) -> Vec<(PathBuf, Value)> {
     if !dir.exists() {
         return Vec::new();
     }
-    files_under(dir)
+    objects_under(dir)
         .into_iter()
         .flat_map(|(p, b)| {
             String::from_utf8_lossy(&b)
@@ -773,7 +785,7 @@ async fn extended_s3_writes_gzip_objects_with_the_prefix_layout() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let files = loop {
         let f = if root.exists() {
-            files_under(&root)
+            objects_under(&root)
         } else {
             vec![]
         };
@@ -889,7 +901,7 @@ async fn put_record_batch_bodies_in_any_json_form_are_answered_and_stored_alike(
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut all: Vec<u8> = if root.exists() {
-            files_under(&root)
+            objects_under(&root)
                 .into_iter()
                 .flat_map(|(_, b)| b)
                 .collect()
