@@ -38,9 +38,7 @@ use std::time::Instant;
 
 mod support;
 
-use support::{
-    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, measure_window, pct, signed,
-};
+use support::{RawConn, encode_post, env_or, measure_window, pct, signed, start_server};
 
 /// The value of counter `name` in a Prometheus text exposition.
 fn counter(text: &str, name: &str) -> u64 {
@@ -64,27 +62,16 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
-        let dir = tempfile::tempdir().unwrap();
         // The account of the server under test (moto's default is 123456789012).
         let account =
             std::env::var("SLUICE_BENCH_ACCOUNT").unwrap_or_else(|_| "000000000000".to_string());
         let external = std::env::var("SLUICE_BENCH_ENDPOINT").ok();
-        let (server, process, endpoint) = if let Some(e) = external.clone() {
-            (None, None, e)
-        } else if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
-            let p = ServerProcess::start(full_sync);
-            let e = p.endpoint.clone();
-            (None, Some(p), e)
-        } else {
-            let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-            cfg.listen = "127.0.0.1:0".parse().unwrap();
-            cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-            cfg.sqlite_full_sync = full_sync;
-            let server = sluice::server::start_with(cfg, std::future::pending())
-                .await
-                .unwrap();
-            let e = format!("http://{}", server.addr());
-            (Some(server), None, e)
+        let (server, process, endpoint, _dir) = match external.clone() {
+            Some(e) => (None, None, e, None),
+            None => {
+                let (s, p, e, d) = start_server(full_sync).await;
+                (s, p, e, Some(d))
+            }
         };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)

@@ -26,9 +26,7 @@ use std::time::Instant;
 
 mod support;
 
-use support::{
-    AKID, RawConn, SECRET, ServerProcess, encode_post, env_or, measure_window, pct, signed,
-};
+use support::{RawConn, encode_post, env_or, measure_window, pct, signed, start_server};
 
 fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
@@ -43,22 +41,7 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let full_sync = std::env::var("SLUICE_BENCH_SYNC").as_deref() != Ok("normal");
-        let dir = tempfile::tempdir().unwrap();
-        let (server, process, endpoint) = if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
-            let p = ServerProcess::start(full_sync);
-            let e = p.endpoint.clone();
-            (None, Some(p), e)
-        } else {
-            let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
-            cfg.listen = "127.0.0.1:0".parse().unwrap();
-            cfg.root_credentials = Some((AKID.into(), SECRET.into()));
-            cfg.sqlite_full_sync = full_sync;
-            let server = sluice::server::start_with(cfg, std::future::pending())
-                .await
-                .unwrap();
-            let e = format!("http://{}", server.addr());
-            (Some(server), None, e)
-        };
+        let (server, process, endpoint, _dir) = start_server(full_sync).await;
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(clients)
             .build()

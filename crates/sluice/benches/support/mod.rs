@@ -306,3 +306,33 @@ impl Window {
         }
     }
 }
+
+/// The server under test, started the way every HTTP harness does it: with
+/// `SLUICE_BENCH_PROCESS` set, the release binary as its own process ([`ServerProcess`]);
+/// otherwise in this process on a free loopback port. Returns the in-process server or the
+/// process (one of them), the endpoint, and the in-process server's data directory (keep it
+/// alive as long as the server).
+pub async fn start_server(
+    full_sync: bool,
+) -> (
+    Option<sluice::server::RunningServer>,
+    Option<ServerProcess>,
+    String,
+    tempfile::TempDir,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    if std::env::var("SLUICE_BENCH_PROCESS").is_ok() {
+        let p = ServerProcess::start(full_sync);
+        let e = p.endpoint.clone();
+        return (None, Some(p), e, dir);
+    }
+    let mut cfg = sluice::config::Config::new(dir.path().to_path_buf());
+    cfg.listen = "127.0.0.1:0".parse().unwrap();
+    cfg.root_credentials = Some((AKID.into(), SECRET.into()));
+    cfg.sqlite_full_sync = full_sync;
+    let server = sluice::server::start_with(cfg, std::future::pending())
+        .await
+        .unwrap();
+    let e = format!("http://{}", server.addr());
+    (Some(server), None, e, dir)
+}
