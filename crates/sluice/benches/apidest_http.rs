@@ -102,10 +102,7 @@ fn main() {
         let call = |op: &str, body: serde_json::Value| {
             let body = body.to_string();
             let headers = signed(&endpoint, "events", &format!("AWSEvents.{op}"), &body);
-            let mut r = http.post(format!("{endpoint}/")).body(body);
-            for (k, v) in &headers {
-                r = r.header(k, v);
-            }
+            let r = support::post_signed(&http, &endpoint, &headers, body);
             async move {
                 let resp = r.send().await.unwrap();
                 let ok = resp.status().is_success();
@@ -154,10 +151,7 @@ fn main() {
                             return;
                         }
                         while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
-                            let mut r = http.post(format!("{endpoint}/")).body(body.clone());
-                            for (k, v) in &headers {
-                                r = r.header(k, v);
-                            }
+                            let r = support::post_signed(&http, &endpoint, &headers, body.clone());
                             let v: serde_json::Value = r.send().await.unwrap().json().await.unwrap();
                             assert_eq!(v["FailedEntryCount"], 0, "{v}");
                         }

@@ -80,10 +80,7 @@ fn main() {
         let call = |op: &str, body: serde_json::Value| {
             let body = body.to_string();
             let headers = signed(&endpoint, "events", &format!("AWSEvents.{op}"), &body);
-            let mut r = http.post(format!("{endpoint}/")).body(body);
-            for (k, v) in &headers {
-                r = r.header(k, v);
-            }
+            let r = support::post_signed(&http, &endpoint, &headers, body);
             async move {
                 let resp = r.send().await.unwrap();
                 assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
@@ -143,10 +140,7 @@ fn main() {
                             }
                         }
                     } else {
-                        let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                        for (k, v) in &h {
-                            r = r.header(k, v);
-                        }
+                        let r = support::post_signed(&http, &endpoint, &h, b.clone());
                         match r.send().await {
                             Ok(resp) => {
                                 let st = resp.status();

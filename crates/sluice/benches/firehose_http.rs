@@ -130,10 +130,7 @@ async fn call(
 ) -> serde_json::Value {
     let body = body.to_string();
     let headers = signed(endpoint, service, target, &body);
-    let mut r = http.post(format!("{endpoint}/")).body(body);
-    for (k, v) in &headers {
-        r = r.header(k, v);
-    }
+    let r = support::post_signed(http, endpoint, &headers, body);
     let resp = r.send().await.unwrap();
     let st = resp.status();
     let text = resp.text().await.unwrap();
@@ -275,10 +272,7 @@ async fn ingest(
                         }
                     },
                     None => {
-                        let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                        for (k, v) in &h {
-                            r = r.header(k, v);
-                        }
+                        let r = support::post_signed(&http, &endpoint, &h, b.clone());
                         match r.send().await {
                             Ok(resp) => {
                                 let st = resp.status();

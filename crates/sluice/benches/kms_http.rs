@@ -47,10 +47,7 @@ fn main() {
             .build()
             .unwrap();
         let send = |headers: &Vec<(String, String)>, body: String| {
-            let mut r = http.post(format!("{endpoint}/")).body(body);
-            for (k, v) in headers {
-                r = r.header(k, v);
-            }
+            let r = support::post_signed(&http, &endpoint, headers, body);
             r.send()
         };
         let create = signed(&endpoint, "kms", "TrentService.CreateKey", "{}");

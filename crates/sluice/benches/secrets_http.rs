@@ -47,10 +47,7 @@ fn main() {
             .build()
             .unwrap();
         let send = |headers: &Vec<(String, String)>, body: String| {
-            let mut r = http.post(format!("{endpoint}/")).body(body);
-            for (k, v) in headers {
-                r = r.header(k, v);
-            }
+            let r = support::post_signed(&http, &endpoint, headers, body);
             r.send()
         };
         let create_body = serde_json::json!({"Name": "bench/api-key",
@@ -78,10 +75,7 @@ fn main() {
                 let mut errors = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    let mut r = http.post(format!("{endpoint}/")).body(b.clone());
-                    for (k, v) in &h {
-                        r = r.header(k, v);
-                    }
+                    let r = support::post_signed(&http, &endpoint, &h, b.clone());
                     let ok = match r.send().await {
                         Ok(resp) => {
                             let st = resp.status();

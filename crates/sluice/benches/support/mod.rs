@@ -336,3 +336,17 @@ pub async fn start_server(
     let e = format!("http://{}", server.addr());
     (Some(server), None, e, dir)
 }
+
+/// A reqwest POST of `body` to `/` of `endpoint` carrying `headers` (as [`signed`] made them).
+pub fn post_signed(
+    http: &reqwest::Client,
+    endpoint: &str,
+    headers: &[(String, String)],
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    headers
+        .iter()
+        .fold(http.post(format!("{endpoint}/")).body(body), |r, (k, v)| {
+            r.header(k, v)
+        })
+}
