@@ -1589,11 +1589,7 @@ async fn credentials_never_reach_disk_logs_or_answers() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_serving(port);
     let endpoint = format!("http://127.0.0.1:{port}");
     let cfg = sdk_config_with(&endpoint, AKID, SECRET).await;
     let ev = Client::new(&cfg);

@@ -41,14 +41,7 @@ fn spawn(dir: &Path, port: u16, log: &Path) -> Proc {
         .spawn()
         .unwrap();
     let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_serving(port);
     Proc { child, endpoint }
 }
 

@@ -860,11 +860,7 @@ async fn secret_values_never_reach_disk_or_logs() {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until_serving(port);
     let cfg = sdk_config_with(&format!("http://127.0.0.1:{port}"), AKID, SECRET).await;
     let sm = aws_sdk_secretsmanager::Client::new(&cfg);
     let marker = "SECRET-VALUE-MARKER-4e1d77c2-never-on-disk";

@@ -242,3 +242,30 @@ pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Waits (at most 20 s) until a sluice server on `127.0.0.1:port` answers
+/// `GET /_sluice/health` with 200. A bare TCP connect is not enough: while nothing listens yet,
+/// Linux can connect a socket to itself when the kernel picks the target port as its source
+/// port, and a test would then talk to no server at all.
+pub fn wait_until_serving(port: u16) {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let healthy = std::net::TcpStream::connect(("127.0.0.1", port))
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+                s.write_all(
+                    b"GET /_sluice/health HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
+                )?;
+                let mut head = [0u8; 12];
+                s.read_exact(&mut head)?;
+                Ok(&head == b"HTTP/1.1 200")
+            })
+            .unwrap_or(false);
+        if healthy {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
