@@ -18,6 +18,18 @@
 //!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
 //!   off), when the earliest due time comes, and at least every `poll_ms`; hand-offs alone do
 //!   not cause scans.
+//! - **Sole dispatcher** (`EventsConfig::sole_dispatcher`, set by the embedded server, which
+//!   holds its data directory's `LOCK`): no other dispatcher can take a delivery, so the scan
+//!   leases in memory only. A due row stays where it is, at its due key, with the attempts
+//!   made before this one; the held map is the lease, nothing expires and nothing is extended.
+//!   If the process dies, its rows are simply due: they run at once after a restart. Two
+//!   details keep a row from running twice: a row read by a scan that was released while the
+//!   scan read (completed, moved) is not leased by that scan (`Held::recent`), and a scan
+//!   resumes after the last row it read (a cursor) instead of re-reading the rows it holds.
+//!   Rows this process queues behind the cursor move it back (`Core::due_written`); rows
+//!   another process queues there (`sluice dlq redrive`) are found when the idle timer starts
+//!   a scan over from the head, at most every `WRAP_POLLS` poll intervals. Hand-offs work as
+//!   with stored leases (their rows are written already leased).
 //! - **Complete**: `Expect(lease key, lease version)`, `Delete(lease key)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
@@ -41,7 +53,7 @@
 //! Backoff after the n-th failed invocation: `min(retry_cap_ms, retry_base_ms * 2^(n-1))`,
 //! then a uniformly random value in its upper half (jitter from the injected RNG).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -64,6 +76,11 @@ const SCAN_LIMIT: usize = 256;
 /// Most deliveries handed to the running dispatcher in memory and not yet completed. Beyond
 /// it, new deliveries are queued due now and found by the scan (the queue is the overflow).
 const HANDOFF_CAPACITY: usize = 4096;
+
+/// A sole dispatcher's scan starts over from the head of the queue (to find rows another
+/// process queued behind its cursor, such as `sluice dlq redrive`) when its timer wakes it and
+/// this many poll intervals passed since the last time.
+const WRAP_POLLS: i64 = 8;
 
 /// Most completions committed in one batch.
 const COMPLETION_GROUP: usize = 1024;
@@ -143,11 +160,46 @@ struct Breaker {
     cooldown: i64,
 }
 
+/// Deliveries leased by this dispatcher and not yet completed.
+#[derive(Debug, Default)]
+struct Held {
+    /// Delivery id -> current lease key and version.
+    map: HashMap<String, Lease>,
+    /// Scans reading the queue right now.
+    scans: usize,
+    /// Ids released while a scan was reading: the rows it returns may predate the release
+    /// (a completed delivery's deleted row), so it must not lease them.
+    recent: HashSet<String>,
+}
+
+impl Held {
+    /// Forgets the lease of `id` (completed, moved or given up).
+    fn release(&mut self, id: &str) -> Option<Lease> {
+        if self.scans > 0 {
+            self.recent.insert(id.to_string());
+        }
+        self.map.remove(id)
+    }
+}
+
+/// A sole dispatcher's position in the queue: the next scan reads from `next` (inclusive;
+/// `None`: the head), unless [`Core::due_written`] noted rows due earlier.
+#[derive(Debug, Default)]
+struct Cursor {
+    next: Option<Vec<u8>>,
+    /// When a scan last started from the head, Unix ms.
+    wrapped_ms: i64,
+    /// The end (exclusive) of the last scan's due range, Unix ms.
+    scanned_to: i64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Deliveries leased by this dispatcher and not yet completed: id -> current lease key
     /// and version (an extension moves the lease).
-    held: Mutex<HashMap<String, (Vec<u8>, u64)>>,
+    held: Mutex<Held>,
+    /// Where a sole dispatcher's next scan resumes.
+    cursor: Mutex<Cursor>,
     breakers: Mutex<HashMap<String, Breaker>>,
     sems: Mutex<HashMap<String, Arc<Semaphore>>>,
     completions: Mutex<Completions>,
@@ -176,7 +228,7 @@ pub struct Dispatcher {
 pub(crate) struct Job {
     lease_key: Vec<u8>,
     version: u64,
-    rec: DeliveryRecord,
+    pub(crate) rec: DeliveryRecord,
     target: Option<Arc<dyn Target>>,
     bkey: String,
     /// The hand-off capacity this job holds (hand-offs only).
@@ -211,6 +263,23 @@ impl Dispatcher {
     #[cfg(test)]
     pub(crate) async fn lease_due_for_test(&self) -> usize {
         self.lease_due().await.map(|j| j.len()).unwrap_or(0)
+    }
+
+    /// When the dispatcher should scan next, Unix ms: the earliest due time in the queue, or
+    /// for a sole dispatcher (whose held deliveries stay in the queue, due) the earliest after
+    /// its last scan's range (rows queued since behind it wake it: [`Core::due_written`]).
+    async fn next_wake(&self) -> Result<Option<i64>, AwsError> {
+        if !self.core.cfg.sole_dispatcher {
+            return self.next_due().await;
+        }
+        let from = queue_key(self.state.cursor.lock().scanned_to, &uuid::Uuid::nil());
+        let first = self
+            .core
+            .store
+            .scan(NS_DUE, KeyRange::from(&from), 1, false)
+            .await
+            .map_err(internal)?;
+        Ok(first.first().map(|(k, _)| key_due(k)))
     }
 
     /// The earliest due time in the queue, Unix ms.
@@ -258,7 +327,137 @@ impl Dispatcher {
         }
     }
 
+    /// Leases due deliveries (up to a page) for this dispatcher to run.
     pub(crate) async fn lease_due(&self) -> Result<Vec<Job>, AwsError> {
+        self.scan_due(false).await.map(|(jobs, _)| jobs)
+    }
+
+    /// One scan: the jobs leased, and whether more may be due at once (a full page). `idle`:
+    /// the dispatcher woke by its timer, not for new work.
+    pub(crate) async fn scan_due(&self, idle: bool) -> Result<(Vec<Job>, bool), AwsError> {
+        if self.core.cfg.sole_dispatcher {
+            self.lease_in_memory(idle).await
+        } else {
+            let jobs = self.lease_stored().await?;
+            let more = jobs.len() >= SCAN_LIMIT;
+            Ok((jobs, more))
+        }
+    }
+
+    /// The sole dispatcher's scan: reads a page of due rows from its cursor and leases those
+    /// it does not hold yet in memory only (see the module docs). Rows of a paused target are
+    /// moved to the breaker's reopening time.
+    async fn lease_in_memory(&self, idle: bool) -> Result<(Vec<Job>, bool), AwsError> {
+        let core = &self.core;
+        let now = core.clock.now_millis();
+        let start = {
+            let mut c = self.state.cursor.lock();
+            let from = core.rescan_from.swap(i64::MAX, Ordering::AcqRel);
+            let wrap_ms = (core.cfg.poll_ms as i64).saturating_mul(WRAP_POLLS);
+            if idle && now - c.wrapped_ms >= wrap_ms {
+                c.next = None;
+            }
+            if from != i64::MAX {
+                let k = queue_key(from, &uuid::Uuid::nil());
+                if c.next.as_ref().is_some_and(|n| k < *n) {
+                    c.next = Some(k);
+                }
+            }
+            if c.next.is_none() {
+                c.wrapped_ms = now;
+            }
+            c.scanned_to = now + 1;
+            c.next.clone()
+        };
+        self.state.held.lock().scans += 1;
+        let rows = core
+            .store
+            .scan(
+                NS_DUE,
+                KeyRange {
+                    start,
+                    end: Some(queue_key(now + 1, &uuid::Uuid::nil())),
+                },
+                SCAN_LIMIT,
+                false,
+            )
+            .await;
+        // Claim the rows not held yet, in the same critical section that ends the scan's
+        // watch over releases.
+        let (claimed, more) = {
+            let mut held = self.state.held.lock();
+            held.scans -= 1;
+            let rows = match rows {
+                Ok(r) => r,
+                Err(e) => {
+                    if held.scans == 0 {
+                        held.recent.clear();
+                    }
+                    return Err(internal(e));
+                }
+            };
+            let more = rows.len() >= SCAN_LIMIT;
+            if let Some((last, _)) = rows.last() {
+                let mut next = last.clone();
+                next.push(0);
+                self.state.cursor.lock().next = Some(next);
+            }
+            let mut claimed = Vec::new();
+            for (key, v) in rows {
+                let Some(id) = key.get(8..24).and_then(|b| uuid::Uuid::from_slice(b).ok()) else {
+                    continue;
+                };
+                let id = id.to_string();
+                if held.map.contains_key(&id) || held.recent.contains(&id) {
+                    continue;
+                }
+                held.map.insert(id.clone(), (key.clone(), v.version));
+                claimed.push((id, key, v));
+            }
+            if held.scans == 0 {
+                held.recent.clear();
+            }
+            (claimed, more)
+        };
+        let mut jobs = Vec::with_capacity(claimed.len());
+        let mut paused = Vec::new();
+        for (id, key, v) in claimed {
+            let mut rec: DeliveryRecord = match serde_json::from_slice(&v.value) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable delivery record; left in place");
+                    // Held until the process restarts, so the scan does not trip on it again.
+                    continue;
+                }
+            };
+            rec.id = id;
+            let target = core.target_for(&rec.target.arn);
+            let bkey = target
+                .as_ref()
+                .map(|t| t.breaker_key(&rec.target.arn))
+                .unwrap_or_else(|| rec.target.arn.clone());
+            rec.attempt += 1;
+            let job = Job {
+                lease_key: key,
+                version: v.version,
+                rec,
+                target,
+                bkey,
+                _slot: None,
+            };
+            match self.breaker_open_until(&job.bkey, now) {
+                Some(until) => paused.push((job, until)),
+                None => jobs.push(job),
+            }
+        }
+        if !paused.is_empty() {
+            self.defer(paused).await;
+        }
+        Ok((jobs, more))
+    }
+
+    /// The scan of dispatchers sharing the store: leases each due delivery with a stored lease.
+    async fn lease_stored(&self) -> Result<Vec<Job>, AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
         let end = queue_key(now + 1, &uuid::Uuid::nil());
@@ -296,7 +495,7 @@ impl Dispatcher {
                 .as_ref()
                 .map(|t| t.breaker_key(&rec.target.arn))
                 .unwrap_or_else(|| rec.target.arn.clone());
-            let (plan, due_at) = if self.state.held.lock().contains_key(&rec.id) {
+            let (plan, due_at) = if self.state.held.lock().map.contains_key(&rec.id) {
                 let until = now + core.cfg.lease_ms;
                 (Plan::Extend(rec.id.clone(), queue_key(until, &id)), until)
             } else if let Some(until) = self.breaker_open_until(&bkey, now) {
@@ -342,11 +541,12 @@ impl Dispatcher {
                 self.state
                     .held
                     .lock()
+                    .map
                     .insert(j.rec.id.clone(), (j.lease_key.clone(), seq));
                 jobs.push(*j);
             }
             Plan::Extend(id, key) => {
-                if let Some(h) = self.state.held.lock().get_mut(&id) {
+                if let Some(h) = self.state.held.lock().map.get_mut(&id) {
                     *h = (key, seq);
                 }
             }
@@ -382,7 +582,7 @@ impl Dispatcher {
         {
             let mut held = self.state.held.lock();
             for (lease_key, rec, _) in &h.items {
-                held.insert(rec.id.clone(), (lease_key.clone(), h.seq));
+                held.map.insert(rec.id.clone(), (lease_key.clone(), h.seq));
             }
         }
         for (lease_key, rec, slot) in h.items {
@@ -414,7 +614,7 @@ impl Dispatcher {
             let mut held = self.state.held.lock();
             jobs.into_iter()
                 .map(|(job, until)| {
-                    held.remove(&job.rec.id);
+                    held.release(&job.rec.id);
                     ((job.lease_key, job.version), job.rec, until)
                 })
                 .collect()
@@ -431,7 +631,7 @@ impl Dispatcher {
             .state
             .held
             .lock()
-            .remove(&job.rec.id)
+            .release(&job.rec.id)
             .unwrap_or((job.lease_key, job.version));
         self.state.abandoned.lock().push((lease, job.rec));
     }
@@ -567,7 +767,7 @@ impl Dispatcher {
         // The committer forgets the lease once the outcome is committed (or failed).
         if let Err(e) = self.complete(&job, outcome).await {
             tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
-            self.state.held.lock().remove(&job.rec.id);
+            self.state.held.lock().release(&job.rec.id);
         }
     }
 
@@ -691,7 +891,11 @@ impl Dispatcher {
         {
             let held = self.state.held.lock();
             for c in &group {
-                let (key, version) = held.get(&c.id).cloned().unwrap_or_else(|| c.lease.clone());
+                let (key, version) = held
+                    .map
+                    .get(&c.id)
+                    .cloned()
+                    .unwrap_or_else(|| c.lease.clone());
                 expects.push(Op::Expect {
                     ns: NS_DUE.into(),
                     key: key.clone(),
@@ -719,21 +923,31 @@ impl Dispatcher {
         {
             let mut held = self.state.held.lock();
             for c in &group {
-                held.remove(&c.id);
+                held.release(&c.id);
             }
         }
-        let mut wake = false;
+        // The earliest due time the committed outcomes queued (a retry, a bus hand-off).
+        let mut queued_from: Option<i64> = None;
         for (c, r) in group.into_iter().zip(results) {
             if let Ok(true) = r {
                 if let Some(counter) = c.counter {
                     counter(&core.metrics).fetch_add(1, Ordering::Relaxed);
                 }
-                wake |= c.wake;
+                if c.wake {
+                    for op in &c.ops {
+                        if let Op::Put { ns, key, .. } = op
+                            && ns == NS_DUE
+                        {
+                            let due = key_due(key);
+                            queued_from = Some(queued_from.map_or(due, |q| q.min(due)));
+                        }
+                    }
+                }
             }
             let _ = c.reply.send(r.map(|_| ()));
         }
-        if wake {
-            core.wake.notify_one();
+        if let Some(from) = queued_from {
+            core.due_written(from);
         }
     }
 
@@ -747,6 +961,7 @@ impl Dispatcher {
                 .state
                 .held
                 .lock()
+                .map
                 .get(&c.id)
                 .cloned()
                 .unwrap_or_else(|| c.lease.clone());
@@ -936,6 +1151,8 @@ async fn dispatch_loop(
     let running = Running::default();
     let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
     let mut scan = true;
+    // Whether the timer (not new work) triggered the scan.
+    let mut idle = true;
     let mut deadline = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
@@ -945,20 +1162,20 @@ async fn dispatch_loop(
             take_handoff(&d, &running, &stop, h);
         }
         if scan {
-            let jobs = match d.lease_due().await {
+            let (jobs, more) = match d.scan_due(idle).await {
                 Ok(j) => j,
                 Err(e) => {
                     tracing::warn!(error = %e, "leasing deliveries failed");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
-            let full = jobs.len() >= SCAN_LIMIT;
+            idle = false;
             spawn_jobs(&d, &running, &stop, jobs);
-            if full {
+            if more {
                 continue;
             }
             scan = false;
-            let wait = match d.next_due().await {
+            let wait = match d.next_wake().await {
                 Ok(Some(t)) => {
                     let ms = t - d.core.clock.now_millis();
                     Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)
@@ -974,7 +1191,7 @@ async fn dispatch_loop(
                 None => inbox = None,
             },
             _ = d.core.wake.notified() => scan = true,
-            _ = tokio::time::sleep_until(deadline) => scan = true,
+            _ = tokio::time::sleep_until(deadline) => (scan, idle) = (true, true),
             _ = stop.changed() => {}
         }
     }

@@ -103,6 +103,12 @@ pub struct EventsConfig {
     pub max_entry_bytes: usize,
     /// How long a leased delivery stays invisible before another dispatcher may take it, ms.
     pub lease_ms: i64,
+    /// This process's dispatcher is the only one working the store's queue (the embedded
+    /// server holds its data directory's `LOCK`). Its scan then leases due deliveries in
+    /// memory instead of writing a lease per delivery, and after a crash they are due again at
+    /// once. Off by default: with it off, leases are stored, which is what dispatchers sharing
+    /// a store need. See the `dispatch` module docs.
+    pub sole_dispatcher: bool,
     /// First retry delay, ms (doubled per attempt, with jitter).
     pub retry_base_ms: i64,
     /// Largest retry delay, ms.
@@ -135,6 +141,7 @@ impl EventsConfig {
             allow_aws_sources: false,
             max_entry_bytes: 256 * 1024,
             lease_ms: 30_000,
+            sole_dispatcher: false,
             retry_base_ms: 1_000,
             retry_cap_ms: 300_000,
             per_target_concurrency: 8,
@@ -220,8 +227,8 @@ type RuleId = (String, String);
 
 /// How [`Core::enqueue_new`] queued deliveries.
 pub(crate) enum Queued {
-    /// Due now; the dispatcher's scan finds them.
-    Scan,
+    /// Due from this time (Unix ms) on; the dispatcher's scan finds them.
+    Scan(i64),
     /// Leased to the running dispatcher: lease key, record, hand-off slot.
     Handoff(Vec<(Vec<u8>, DeliveryRecord, dispatch::Slot)>),
 }
@@ -246,6 +253,10 @@ pub struct Core {
     pub(crate) targets: RwLock<Vec<Arc<dyn Target>>>,
     pub(crate) metrics: Metrics,
     pub(crate) wake: tokio::sync::Notify,
+    /// The earliest due time (Unix ms) of rows this process queued since the dispatcher's last
+    /// scan began (`i64::MAX`: none): a sole dispatcher's scan resumes after its cursor, and
+    /// starts here instead if that is earlier (see [`Core::due_written`]).
+    pub(crate) rescan_from: std::sync::atomic::AtomicI64,
     pub(crate) rng: Mutex<rand::rngs::StdRng>,
     pub(crate) conns: connections::ConnState,
     /// The running dispatcher's in-memory hand-off (`None` while no dispatcher runs).
@@ -348,6 +359,7 @@ impl Events {
             ]),
             metrics: Metrics::default(),
             wake: tokio::sync::Notify::new(),
+            rescan_from: std::sync::atomic::AtomicI64::new(i64::MAX),
             rng: Mutex::new(rng),
             conns: connections::ConnState::default(),
             inbox: RwLock::new(None),
@@ -432,8 +444,9 @@ impl Events {
 
     /// [`redrive`] on this service's store; wakes the dispatcher.
     pub async fn redrive(&self, ids: Option<&[String]>) -> Result<usize, AwsError> {
+        let from = self.core.clock.now_millis();
         let n = redrive(&*self.core.store, &*self.core.clock, ids).await?;
-        self.core.wake.notify_one();
+        self.core.due_written(from);
         Ok(n)
     }
 
@@ -795,7 +808,8 @@ impl Core {
             .as_ref()
             .and_then(|i| i.reserve(deliveries.len()));
         let Some(slots) = slots else {
-            return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan));
+            let from = self.clock.now_millis();
+            return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan(from)));
         };
         let until = self.clock.now_millis() + self.cfg.lease_ms;
         let mut items = Vec::with_capacity(deliveries.len());
@@ -824,9 +838,9 @@ impl Core {
         queued: Queued,
     ) -> Result<(), sluice_store::StoreError> {
         match queued {
-            Queued::Scan => {
+            Queued::Scan(from) => {
                 let seq = core.store.apply(batch).await?;
-                core.queued(Queued::Scan, seq);
+                core.queued(Queued::Scan(from), seq);
                 Ok(())
             }
             handoff => {
@@ -846,7 +860,7 @@ impl Core {
     /// committed as `seq`.
     pub(crate) fn queued(&self, q: Queued, seq: u64) {
         match q {
-            Queued::Scan => self.wake.notify_one(),
+            Queued::Scan(from) => self.due_written(from),
             Queued::Handoff(items) => {
                 // If the dispatcher stopped meanwhile, the leases run out and a scan finds them.
                 if let Some(inbox) = self.inbox.read().as_ref() {
@@ -854,6 +868,14 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// Tells the dispatcher that rows due from `from_ms` on were committed to the queue (call
+    /// it after the commit): it wakes, and a sole dispatcher's next scan starts no later than
+    /// there.
+    pub(crate) fn due_written(&self, from_ms: i64) {
+        self.rescan_from.fetch_min(from_ms, Ordering::AcqRel);
+        self.wake.notify_one();
     }
 
     /// Finds the target kind serving `arn`.

@@ -220,6 +220,7 @@ pub async fn tick(core: &Arc<Core>) -> Result<usize, AwsError> {
                 })
                 .map_err(internal)?,
             );
+        let from = core.clock.now_millis();
         let batch = core.enqueue(batch, &deliveries)?;
         match core.store.apply(batch).await {
             Ok(_) => {
@@ -229,7 +230,7 @@ pub async fn tick(core: &Arc<Core>) -> Result<usize, AwsError> {
                     .fetch_add(1, Ordering::Relaxed);
                 if !deliveries.is_empty() {
                     core.metrics.triggered_rules.fetch_add(1, Ordering::Relaxed);
-                    core.wake.notify_one();
+                    core.due_written(from);
                 }
             }
             Err(StoreError::Conflict) => {}

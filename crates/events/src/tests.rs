@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sluice_audit::AuditLog;
-use sluice_core::{CallContext, ManualClock, Principal};
+use sluice_core::{CallContext, Clock, ManualClock, Principal};
 use sluice_store::Store;
 use sluice_store::sqlite::{SqliteOptions, SqliteStore};
 
@@ -698,4 +698,195 @@ async fn stopping_the_workers_puts_unstarted_deliveries_back_due_now() {
     assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
     assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
+}
+
+fn sole() -> EventsConfig {
+    let mut c = cfg();
+    c.sole_dispatcher = true;
+    c
+}
+
+async fn due_rows(store: &dyn Store) -> Vec<(Vec<u8>, crate::model::DeliveryRecord)> {
+    store
+        .scan(
+            crate::model::NS_DUE,
+            sluice_store::KeyRange::all(),
+            100,
+            false,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(&v.value).unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sole_dispatcher_leases_in_memory_and_a_restart_runs_at_once() {
+    let e = env_with(sole()).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    put(&e.ev, "default", json!({"x": 1})).await;
+    let before = due_rows(&*e.store).await;
+    let d = e.ev.dispatcher();
+    let mut jobs = d.lease_due().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].rec.attempt, 1);
+    // Nothing was written: the row is still due now, with no attempt counted.
+    assert_eq!(due_rows(&*e.store).await, before);
+    assert_eq!(before[0].1.attempt, 0);
+    // Held in memory, it is not leased again, however long it waits (nothing expires).
+    assert!(d.lease_due().await.unwrap().is_empty());
+    e.clock.advance_millis(sole().lease_ms * 3);
+    assert!(d.lease_due().await.unwrap().is_empty());
+
+    // The process "crashes" with the job unrun: after a restart it is due at once.
+    let (ev2, rec2) = open_on(e.store.clone(), &e.clock, sole()).await;
+    assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
+    assert_eq!(rec2.seen.lock().len(), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
+    // The first process's outcome comes too late: its row is gone, so it is dropped.
+    d.run_job(jobs.pop().unwrap(), None).await;
+    assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
+}
+
+#[tokio::test]
+async fn a_sole_dispatcher_retries_with_the_attempt_counted_in_the_retry() {
+    let e = env_with(sole()).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    e.rec.fail.store(2, Ordering::SeqCst);
+    put(&e.ev, "default", json!({})).await;
+    let d = e.ev.dispatcher();
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    let rows = due_rows(&*e.store).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].1.attempt, 1);
+    assert_eq!(d.run_once().await.unwrap(), 0, "the retry is not due yet");
+    e.clock.advance_millis(1_000);
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    assert_eq!(due_rows(&*e.store).await[0].1.attempt, 2);
+    e.clock.advance_millis(2_000);
+    assert_eq!(d.run_once().await.unwrap(), 1);
+    assert_eq!(e.rec.seen.lock().len(), 1);
+    assert!(due_rows(&*e.store).await.is_empty());
+}
+
+/// A store whose queue scans, once armed, read their rows and then wait for `go` before
+/// answering: a scan that returns rows older than what happened meanwhile.
+#[derive(Debug)]
+struct SlowScans {
+    inner: Arc<dyn Store>,
+    armed: std::sync::atomic::AtomicBool,
+    read: tokio::sync::Notify,
+    go: tokio::sync::Semaphore,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowScans {
+    async fn get(
+        &self,
+        ns: &str,
+        key: &[u8],
+    ) -> Result<Option<sluice_store::Versioned>, sluice_store::StoreError> {
+        self.inner.get(ns, key).await
+    }
+    async fn scan(
+        &self,
+        ns: &str,
+        range: sluice_store::KeyRange,
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Vec<u8>, sluice_store::Versioned)>, sluice_store::StoreError> {
+        let rows = self.inner.scan(ns, range, limit, reverse).await;
+        if ns == crate::model::NS_DUE && self.armed.swap(false, Ordering::SeqCst) {
+            self.read.notify_one();
+            self.go.acquire().await.unwrap().forget();
+        }
+        rows
+    }
+    async fn apply(&self, batch: sluice_store::Batch) -> Result<u64, sluice_store::StoreError> {
+        self.inner.apply(batch).await
+    }
+    async fn close(&self) -> Result<(), sluice_store::StoreError> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_dispatcher_does_not_lease_a_delivery_completed_while_it_scanned() {
+    let e = env_with(sole()).await;
+    let slow = Arc::new(SlowScans {
+        inner: e.store.clone(),
+        armed: false.into(),
+        read: tokio::sync::Notify::new(),
+        go: tokio::sync::Semaphore::new(0),
+    });
+    let (ev, rec) = open_on(slow.clone(), &e.clock, sole()).await;
+    rule_to_recorder(&ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    put(&ev, "default", json!({})).await;
+    let d = ev.dispatcher();
+    let mut jobs = d.lease_due().await.unwrap();
+    assert_eq!(jobs.len(), 1);
+    // A scan reads the row (from the head of the queue), then the job completes and deletes
+    // it before the scan looks at what it read.
+    e.clock.advance_millis(sole().poll_ms as i64 * 100);
+    slow.armed.store(true, Ordering::SeqCst);
+    let read = slow.read.notified();
+    let d2 = d.clone();
+    let scan = tokio::spawn(async move { d2.scan_due(true).await.unwrap().0.len() });
+    read.await;
+    d.run_job(jobs.pop().unwrap(), None).await;
+    assert!(due_rows(&*e.store).await.is_empty());
+    slow.go.add_permits(1);
+    assert_eq!(
+        scan.await.unwrap(),
+        0,
+        "a completed delivery was leased again"
+    );
+    assert_eq!(rec.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
+    let e = env_with(sole()).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    put(&e.ev, "default", json!({"n": 1})).await;
+    let d = e.ev.dispatcher();
+    let held = d.lease_due().await.unwrap();
+    assert_eq!(held.len(), 1);
+    // Another process (`sluice dlq redrive`) queues a row due before the cursor, and says
+    // nothing: scans for new work resume after the cursor and miss it...
+    let mut rec = due_rows(&*e.store).await[0].1.clone();
+    let id = uuid::Uuid::nil();
+    rec.id = id.to_string();
+    let now = e.clock.now_millis();
+    e.store
+        .apply(sluice_store::Batch::new().put(
+            crate::model::NS_DUE,
+            crate::model::queue_key(now - 1, &id),
+            serde_json::to_vec(&rec).unwrap(),
+        ))
+        .await
+        .unwrap();
+    assert!(d.scan_due(false).await.unwrap().0.is_empty());
+    // ...and the timer's scan, once enough polls passed, starts over from the head.
+    e.clock.advance_millis(sole().poll_ms as i64 * 8);
+    let jobs = d.scan_due(true).await.unwrap().0;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].rec.id, id.to_string());
+    // A row this process queues behind the cursor is found by the next scan.
+    let id2 = uuid::Uuid::from_u128(2);
+    rec.id = id2.to_string();
+    e.store
+        .apply(sluice_store::Batch::new().put(
+            crate::model::NS_DUE,
+            crate::model::queue_key(now - 2, &id2),
+            serde_json::to_vec(&rec).unwrap(),
+        ))
+        .await
+        .unwrap();
+    e.ev.core.due_written(now - 2);
+    let jobs = d.scan_due(false).await.unwrap().0;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].rec.id, id2.to_string());
 }

@@ -23,7 +23,8 @@
 //!   (arrivals after the first second).
 //!
 //! Each scenario runs `SLUICE_BENCH_RUNS` times (default 3); the harness prints every run and the
-//! medians. Run: `cargo bench -p sluice --bench apidest_http`.
+//! medians. `SLUICE_BENCH_SCENARIOS` (comma-separated: `throughput`, `latency`, `rate`; default
+//! all) picks scenarios. Run: `cargo bench -p sluice --bench apidest_http`.
 //!
 //! With `SLUICE_BENCH_PROCESS=1` the server is the release `sluice serve` binary in its own
 //! process (`support::ServerProcess`, `SLUICE_BENCH_BIN` for another build), the throughput
@@ -87,6 +88,9 @@ fn main() {
     }
     let runs = env_or("SLUICE_BENCH_RUNS", 3) as usize;
     let n_events = env_or("SLUICE_BENCH_EVENTS", 20_000) as usize;
+    let scenarios = std::env::var("SLUICE_BENCH_SCENARIOS").unwrap_or_default();
+    let wanted = |s: &str| scenarios.is_empty() || scenarios.split(',').any(|x| x.trim() == s);
+    let (do_tput, do_lat, do_rate) = (wanted("throughput"), wanted("latency"), wanted("rate"));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -202,7 +206,7 @@ fn main() {
         };
 
         let mut tput = Vec::new();
-        for run in 0..runs {
+        for run in 0..if do_tput { runs } else { 0 } {
             let source = setup(1_000_000, "").await;
             rx.arrivals.lock().unwrap().clear();
             let cpu0 = process.as_ref().map(|p| p.cpu_secs());
@@ -225,11 +229,13 @@ fn main() {
             );
             tput.push(eps);
         }
-        println!("apidest_http throughput median delivered_per_s={:.0}", median(&mut tput));
+        if do_tput {
+            println!("apidest_http throughput median delivered_per_s={:.0}", median(&mut tput));
+        }
 
         let n_lat = env_or("SLUICE_BENCH_LATENCY_EVENTS", 500);
         let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
-        for run in 0..runs {
+        for run in 0..if do_lat { runs } else { 0 } {
             let source = setup(1_000_000, "/lat").await;
             rx.tagged.lock().unwrap().clear();
             let mut acked = Vec::with_capacity(n_lat as usize);
@@ -266,13 +272,16 @@ fn main() {
             p50s.push(q(0.50));
             p99s.push(q(0.99));
         }
-        println!(
-            "apidest_http latency median p50_ms={:.2} p99_ms={:.2}",
-            median(&mut p50s),
-            median(&mut p99s)
-        );
+        if do_lat {
+            println!(
+                "apidest_http latency median p50_ms={:.2} p99_ms={:.2}",
+                median(&mut p50s),
+                median(&mut p99s)
+            );
+        }
 
-        for rate in [50u64, 300] {
+        for rate in if do_rate { &[50u64, 300][..] } else { &[] } {
+            let rate = *rate;
             let mut all = Vec::new();
             let mut steady = Vec::new();
             for run in 0..runs {

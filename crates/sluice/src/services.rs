@@ -110,6 +110,8 @@ impl Services {
         let mut events_cfg =
             sluice_events::EventsConfig::new(&d.cfg.account_id, &d.cfg.region).with_env();
         events_cfg.allow_aws_sources = d.cfg.allow_aws_sources;
+        // The server holds the data directory's LOCK: its dispatcher is the queue's only one.
+        events_cfg.sole_dispatcher = true;
         let events = sluice_events::Events::open_blocking(
             d.store.clone(),
             d.clock.clone(),
