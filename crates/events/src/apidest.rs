@@ -765,10 +765,6 @@ impl Target for ApiDestinationTarget {
         {
             sec = refresh_token(core, rt, &c, None).await?;
         }
-        let host = sluice_outbound::Url::parse(&d.endpoint.replace('*', "x"))
-            .ok()
-            .and_then(|u| u.host_str().map(str::to_string))
-            .unwrap_or_default();
         let mut refreshed = false;
         loop {
             let req = build_request(rt, &d, &inv.delivery.target, inv, &sec)?;
@@ -791,6 +787,11 @@ impl Target for ApiDestinationTarget {
             if (200..300).contains(&st) {
                 return Ok(Batch::new());
             }
+            // The host, for messages only (parsed here, off the success path).
+            let host = sluice_outbound::Url::parse(&d.endpoint.replace('*', "x"))
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
             let msg = format!("API destination {}: {host} answered HTTP {st}", d.name);
             if st == 401 || st == 407 {
                 if c.auth_type == OAUTH {

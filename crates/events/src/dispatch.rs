@@ -45,10 +45,12 @@
 //!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
 //!   moved to the reopening time *without* counting an attempt, so a dead target does not burn
 //!   its events' retry budget in a hot loop. The first invocation after the pause probes it.
-//! - **Per-target concurrency**: each breaker key has a semaphore of `per_target_concurrency`
-//!   permits; all leased jobs are spawned and wait on their own target's semaphore, so a slow
-//!   target never holds back another's deliveries. A job still waiting when its lease runs out
-//!   is not leased twice: the scan sees it is held in memory and only extends the lease.
+//! - **Per-target concurrency**: leased jobs wait in their target's lane (per breaker key), run
+//!   by at most `per_target_concurrency` worker tasks of that lane, so a slow target never
+//!   holds back another's deliveries, and a waiting job costs its record, not a task. A
+//!   worker hands an outcome to the committer and goes on to its next job. A job still
+//!   waiting when its stored lease runs out is not leased twice: the scan sees it is held in
+//!   memory and only extends the lease.
 //!
 //! Backoff after the n-th failed invocation: `min(retry_cap_ms, retry_base_ms * 2^(n-1))`,
 //! then a uniformly random value in its upper half (jitter from the injected RNG).
@@ -63,7 +65,7 @@ use rand::Rng;
 use serde_json::Value;
 use sluice_core::{AwsError, Clock};
 use sluice_store::{Batch, KeyRange, Op, Store, StoreError};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::model::{DeadLetter, DeliveryRecord, NS_DLQ, NS_DUE, key_due, queue_key};
 use crate::targets::{Invocation, InvokeError, Target};
@@ -144,7 +146,8 @@ struct Completion {
     counter: Option<Counter>,
     /// Whether the outcome queued something the dispatcher should look at soon.
     wake: bool,
-    reply: oneshot::Sender<Result<(), AwsError>>,
+    /// Who waits for the commit (`None`: a worker that went on; the committer logs failures).
+    reply: Option<oneshot::Sender<Result<(), AwsError>>>,
 }
 
 #[derive(Default)]
@@ -182,6 +185,23 @@ impl Held {
     }
 }
 
+/// One target's leased jobs waiting to run, and how many workers run them (at most
+/// `per_target_concurrency`; a worker takes jobs until the lane is empty).
+#[derive(Default)]
+struct Lane {
+    queue: std::collections::VecDeque<Job>,
+    workers: usize,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("queued", &self.queue.len())
+            .field("workers", &self.workers)
+            .finish()
+    }
+}
+
 /// A sole dispatcher's position in the queue: the next scan reads from `next` (inclusive;
 /// `None`: the head), unless [`Core::due_written`] noted rows due earlier.
 #[derive(Debug, Default)]
@@ -201,7 +221,10 @@ struct State {
     /// Where a sole dispatcher's next scan resumes.
     cursor: Mutex<Cursor>,
     breakers: Mutex<HashMap<String, Breaker>>,
-    sems: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Leased jobs waiting for a worker, by target ([`Target::breaker_key`]).
+    lanes: Mutex<HashMap<String, Lane>>,
+    /// Workers, committers and other tasks in flight (stopping waits for them).
+    running: Running,
     completions: Mutex<Completions>,
     /// Jobs given up unstarted while stopping: current lease and record.
     abandoned: Mutex<Vec<(Lease, DeliveryRecord)>>,
@@ -255,7 +278,7 @@ impl Dispatcher {
         let jobs = self.lease_due().await?;
         let n = jobs.len();
         for job in jobs {
-            self.run_job(job, None).await;
+            self.run_job(job).await;
         }
         Ok(n)
     }
@@ -702,15 +725,24 @@ impl Dispatcher {
         self.core.rng.lock().random_range(lo..=d)
     }
 
-    /// Invokes the target of `job` and records the outcome. `permit` (the target's concurrency
-    /// slot) is released as soon as the invocation returns, before the outcome's durable commit:
-    /// the slot bounds concurrent calls to the target, and holding it through an fsync would cap
-    /// a target at `per_target_concurrency` deliveries per commit latency.
-    pub(crate) async fn run_job(
-        &self,
-        job: Job,
-        permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) {
+    /// Invokes the target of `job` and waits until its outcome is committed (tools, tests).
+    pub(crate) async fn run_job(&self, job: Job) {
+        let outcome = self.invoke(&job).await;
+        let (reply, answer) = oneshot::channel();
+        let done = match self.complete(&job, outcome, Some(reply)) {
+            Ok(()) => answer
+                .await
+                .unwrap_or_else(|_| Err(internal("the completion committer stopped"))),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
+            self.state.held.lock().release(&job.rec.id);
+        }
+    }
+
+    /// Invokes the target of `job`: the outcome to record.
+    async fn invoke(&self, job: &Job) -> Result<Batch, (InvokeError, &'static str)> {
         let core = &self.core;
         let now = core.clock.now_millis();
         let rec = &job.rec;
@@ -763,18 +795,17 @@ impl Dispatcher {
                 (e, exhausted)
             })
         };
-        drop(permit);
-        // The committer forgets the lease once the outcome is committed (or failed).
-        if let Err(e) = self.complete(&job, outcome).await {
-            tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
-            self.state.held.lock().release(&job.rec.id);
-        }
+        outcome
     }
 
-    async fn complete(
+    /// Queues the outcome of `job` for the completion committer, which forgets the lease once
+    /// the outcome is committed (or failed) and answers `reply`, if given (otherwise it logs a
+    /// failure itself).
+    fn complete(
         &self,
         job: &Job,
         outcome: Result<Batch, (InvokeError, &'static str)>,
+        reply: Option<oneshot::Sender<Result<(), AwsError>>>,
     ) -> Result<(), AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
@@ -820,7 +851,6 @@ impl Dispatcher {
                 (vec![put], Some(|m: &Metrics| &m.dead_lettered), false)
             }
         };
-        let (reply, answer) = oneshot::channel();
         self.submit(Completion {
             id: job.rec.id.clone(),
             lease: (job.lease_key.clone(), job.version),
@@ -829,9 +859,7 @@ impl Dispatcher {
             wake,
             reply,
         });
-        answer
-            .await
-            .unwrap_or_else(|_| Err(internal("the completion committer stopped")))
+        Ok(())
     }
 
     /// Queues a completion; starts a committer task unless one is running. The committer
@@ -845,7 +873,9 @@ impl Dispatcher {
         };
         if start {
             let d = self.clone();
-            tokio::spawn(async move { d.commit_completions().await });
+            self.state
+                .running
+                .spawn(async move { d.commit_completions().await });
         }
     }
 
@@ -944,7 +974,15 @@ impl Dispatcher {
                     }
                 }
             }
-            let _ = c.reply.send(r.map(|_| ()));
+            match (c.reply, r) {
+                (Some(reply), r) => {
+                    let _ = reply.send(r.map(|_| ()));
+                }
+                (None, Err(e)) => {
+                    tracing::warn!(error = %e, delivery = %c.id, "could not record a delivery outcome; it will be retried");
+                }
+                (None, Ok(_)) => {}
+            }
         }
         if let Some(from) = queued_from {
             core.due_written(from);
@@ -978,14 +1016,71 @@ impl Dispatcher {
         Ok(false)
     }
 
-    fn semaphore(&self, bkey: &str) -> Arc<Semaphore> {
-        let mut sems = self.state.sems.lock();
-        if let Some(s) = sems.get(bkey) {
-            return s.clone();
+    /// Queues `jobs` on their targets' lanes, starting a worker for a lane below its
+    /// concurrency.
+    fn spawn_jobs(&self, stop: &watch::Receiver<bool>, jobs: Vec<Job>) {
+        let limit = self.core.cfg.per_target_concurrency.max(1);
+        let mut lanes = self.state.lanes.lock();
+        for job in jobs {
+            let bkey = job.bkey.clone();
+            let lane = lanes.entry(bkey.clone()).or_default();
+            lane.queue.push_back(job);
+            if lane.workers < limit {
+                lane.workers += 1;
+                let (d, stop) = (self.clone(), stop.clone());
+                self.state.running.spawn(d.work(bkey, stop));
+            }
         }
-        let s = Arc::new(Semaphore::new(self.core.cfg.per_target_concurrency.max(1)));
-        sems.insert(bkey.to_string(), s.clone());
-        s
+    }
+
+    /// A worker of one lane: runs its jobs one after the other until the lane is empty or the
+    /// workers stop (the jobs left are given up by the dispatcher). It does not wait for an
+    /// outcome's commit before the next invocation: the lane's concurrency bounds calls to
+    /// the target, and waiting for an fsync would cap a target at `per_target_concurrency`
+    /// deliveries per commit latency.
+    async fn work(self, bkey: String, stop: watch::Receiver<bool>) {
+        loop {
+            let job = {
+                let mut lanes = self.state.lanes.lock();
+                let Some(lane) = lanes.get_mut(&bkey) else {
+                    return;
+                };
+                let next = if *stop.borrow() {
+                    None
+                } else {
+                    lane.queue.pop_front()
+                };
+                match next {
+                    Some(job) => job,
+                    None => {
+                        lane.workers -= 1;
+                        if lane.workers == 0 && lane.queue.is_empty() {
+                            lanes.remove(&bkey);
+                        }
+                        return;
+                    }
+                }
+            };
+            let outcome = self.invoke(&job).await;
+            if let Err(e) = self.complete(&job, outcome, None) {
+                tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
+                self.state.held.lock().release(&job.rec.id);
+            }
+        }
+    }
+
+    /// Gives up every job still waiting on a lane (the workers stopped).
+    fn abandon_queued(&self) {
+        let jobs: Vec<Job> = self
+            .state
+            .lanes
+            .lock()
+            .drain()
+            .flat_map(|(_, lane)| lane.queue)
+            .collect();
+        for job in jobs {
+            self.abandon(job);
+        }
     }
 }
 
@@ -1053,15 +1148,6 @@ pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
     }
 }
 
-async fn stopped(rx: &mut watch::Receiver<bool>) {
-    loop {
-        let s = *rx.borrow_and_update();
-        if s || rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// The dispatcher's tasks in flight, so that stopping can wait for them (a counter rather
 /// than a `JoinSet`: nothing needs their results, and thousands start every second).
 #[derive(Debug, Clone, Default)]
@@ -1104,23 +1190,6 @@ impl Running {
     }
 }
 
-/// Runs `jobs`, each on its own task once its target has a free slot.
-fn spawn_jobs(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, jobs: Vec<Job>) {
-    for job in jobs {
-        let sem = d.semaphore(&job.bkey);
-        let d2 = d.clone();
-        let mut stop2 = stop.clone();
-        running.spawn(async move {
-            tokio::select! {
-                permit = sem.acquire_owned() => {
-                    d2.run_job(job, permit.ok()).await;
-                }
-                _ = stopped(&mut stop2) => d2.abandon(job),
-            }
-        });
-    }
-}
-
 /// The next hand-off (never, once the channel is gone).
 async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> Option<Handoff> {
     match inbox {
@@ -1130,12 +1199,12 @@ async fn next_handoff(inbox: &mut Option<mpsc::UnboundedReceiver<Handoff>>) -> O
 }
 
 /// Runs a hand-off's jobs; defers those of paused targets on a task of their own.
-fn take_handoff(d: &Dispatcher, running: &Running, stop: &watch::Receiver<bool>, h: Handoff) {
+fn take_handoff(d: &Dispatcher, stop: &watch::Receiver<bool>, h: Handoff) {
     let (jobs, paused) = d.accept(h);
-    spawn_jobs(d, running, stop, jobs);
+    d.spawn_jobs(stop, jobs);
     if !paused.is_empty() {
         let d2 = d.clone();
-        running.spawn(async move { d2.defer(paused).await });
+        d.state.running.spawn(async move { d2.defer(paused).await });
     }
 }
 
@@ -1148,7 +1217,6 @@ async fn dispatch_loop(
     inbox: mpsc::UnboundedReceiver<Handoff>,
 ) {
     let mut inbox = Some(inbox);
-    let running = Running::default();
     let poll = Duration::from_millis(d.core.cfg.poll_ms.max(1));
     let mut scan = true;
     // Whether the timer (not new work) triggered the scan.
@@ -1159,7 +1227,7 @@ async fn dispatch_loop(
             break;
         }
         while let Some(h) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
-            take_handoff(&d, &running, &stop, h);
+            take_handoff(&d, &stop, h);
         }
         if scan {
             let (jobs, more) = match d.scan_due(idle).await {
@@ -1170,7 +1238,7 @@ async fn dispatch_loop(
                 }
             };
             idle = false;
-            spawn_jobs(&d, &running, &stop, jobs);
+            d.spawn_jobs(&stop, jobs);
             if more {
                 continue;
             }
@@ -1186,7 +1254,7 @@ async fn dispatch_loop(
         }
         tokio::select! {
             h = next_handoff(&mut inbox) => match h {
-                Some(h) => take_handoff(&d, &running, &stop, h),
+                Some(h) => take_handoff(&d, &stop, h),
                 // Replaced by a newer dispatcher: scans only.
                 None => inbox = None,
             },
@@ -1195,8 +1263,8 @@ async fn dispatch_loop(
             _ = stop.changed() => {}
         }
     }
-    // New deliveries are queued due now from here on. Hand-offs not taken yet and jobs that
-    // never got a target slot go back to due now once the running invocations are done.
+    // New deliveries are queued due now from here on. Hand-offs not taken yet and jobs no
+    // worker started go back to due now once the running invocations are done.
     d.core.inbox.write().take();
     if let Some(rx) = inbox.as_mut() {
         while let Ok(h) = rx.try_recv() {
@@ -1206,7 +1274,8 @@ async fn dispatch_loop(
             }
         }
     }
-    running.idle().await;
+    d.state.running.idle().await;
+    d.abandon_queued();
     d.release_abandoned().await;
 }
 

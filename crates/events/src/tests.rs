@@ -382,7 +382,7 @@ async fn a_job_outliving_its_lease_is_extended_not_run_twice() {
     // The job waits (a slow target) past its lease: the next scan only extends the lease.
     e.clock.advance_millis(30_001);
     assert!(d.lease_due().await.unwrap().is_empty());
-    d.run_job(jobs.pop().unwrap(), None).await;
+    d.run_job(jobs.pop().unwrap()).await;
     assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
     assert_eq!(e.ev.metrics().await.queue_depth, 0);
     e.clock.advance_millis(60_000);
@@ -745,7 +745,7 @@ async fn a_sole_dispatcher_leases_in_memory_and_a_restart_runs_at_once() {
     assert_eq!(rec2.seen.lock().len(), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
     // The first process's outcome comes too late: its row is gone, so it is dropped.
-    d.run_job(jobs.pop().unwrap(), None).await;
+    d.run_job(jobs.pop().unwrap()).await;
     assert_eq!(e.rec.calls.load(Ordering::SeqCst), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
 }
@@ -835,7 +835,7 @@ async fn a_sole_dispatcher_does_not_lease_a_delivery_completed_while_it_scanned(
     let d2 = d.clone();
     let scan = tokio::spawn(async move { d2.scan_due(true).await.unwrap().0.len() });
     read.await;
-    d.run_job(jobs.pop().unwrap(), None).await;
+    d.run_job(jobs.pop().unwrap()).await;
     assert!(due_rows(&*e.store).await.is_empty());
     slow.go.add_permits(1);
     assert_eq!(
