@@ -747,7 +747,7 @@ impl Dispatcher {
         let now = core.clock.now_millis();
         let rec = &job.rec;
         let max_age_ms = rec.target.retry.max_age_secs as i64 * 1000;
-        let outcome = if now - rec.first_seen_ms > max_age_ms {
+        if now - rec.first_seen_ms > max_age_ms {
             Err((
                 InvokeError::permanent(
                     "EXPIRED",
@@ -794,8 +794,7 @@ impl Dispatcher {
                 };
                 (e, exhausted)
             })
-        };
-        outcome
+        }
     }
 
     /// Queues the outcome of `job` for the completion committer, which forgets the lease once
