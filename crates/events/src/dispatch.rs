@@ -12,9 +12,11 @@
 //!   (`Inbox`). The dispatcher runs them like leased jobs without reading the queue or
 //!   writing a lease. If the process dies first, the stored state is a lease whose holder
 //!   died: the delivery runs when the lease runs out. Stopping the workers puts hand-offs
-//!   and jobs that have not started back in the queue due now (attempt given back). At most `HANDOFF_CAPACITY` handed-off
-//!   deliveries are in flight; beyond that (a slow target, a backlog) `PutEvents` writes them
-//!   due now and the scan takes them, so memory stays bounded and the queue is the overflow.
+//!   and jobs that have not started back in the queue due now (attempt given back).
+//!   Handed-off deliveries in flight take at most `EventsConfig::handoff_budget_bytes` of
+//!   memory (64 MiB by default; a waiting one costs its record, not a task); beyond that (a slow target, a backlog)
+//!   `PutEvents` writes them due now and the scan takes them, so memory stays bounded and the
+//!   queue is the overflow.
 //!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
 //!   off), when the earliest due time comes, and at least every `poll_ms`; hand-offs alone do
 //!   not cause scans.
@@ -30,16 +32,16 @@
 //!   another process queues there (`sluice dlq redrive`) are found when the idle timer starts
 //!   a scan over from the head, at most every `WRAP_POLLS` poll intervals. Hand-offs work as
 //!   with stored leases (their rows are written already leased).
-//! - **Complete**: `Expect(lease key, lease version)`, `Delete(lease key)` plus, by outcome:
+//! - **Complete**: `DeleteAt(lease key, lease version)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
 //!   (non-retryable failure, `MaximumRetryAttempts` or `MaximumEventAgeInSeconds` exhausted).
-//!   A failed `Expect` means the lease was lost (expired and taken elsewhere): the outcome is
-//!   dropped, the other holder's wins. Completions are committed in groups: one committer task
-//!   at a time takes every completion queued (up to `COMPLETION_GROUP`) and commits them as
-//!   one batch, all `Expect`s first (so the store needs no savepoint), while the next group
-//!   queues; a conflict in a group falls back to one batch per completion. The invoking task
-//!   waits for its group's commit, so stopping the workers still waits for outcomes to land.
+//!   A failed `DeleteAt` means the lease was lost (expired and taken elsewhere): the outcome
+//!   is dropped, the other holder's wins. Completions are committed in groups: one committer
+//!   task at a time takes every completion queued (up to `COMPLETION_GROUP`) and commits them
+//!   as one batch, all `DeleteAt`s first, while the next group queues; a conflict in a group
+//!   falls back to one batch per completion. Stopping the workers waits for the committer,
+//!   so outcomes still land.
 //! - **Circuit breaker** (per [`Target::breaker_key`]): after `breaker_threshold` consecutive
 //!   retryable failures the breaker opens for `breaker_cooldown_ms`, doubling up to
 //!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
@@ -75,14 +77,19 @@ use crate::{Core, Metrics, internal, millis_to_iso};
 /// Deliveries leased per scan.
 const SCAN_LIMIT: usize = 256;
 
-/// Most deliveries handed to the running dispatcher in memory and not yet completed. Beyond
-/// it, new deliveries are queued due now and found by the scan (the queue is the overflow).
-const HANDOFF_CAPACITY: usize = 4096;
+/// What one handed-off delivery counts against `EventsConfig::handoff_budget_bytes`: its event, and a bound on
+/// the rest of its record and its place in the dispatcher's maps and lanes.
+pub(crate) fn handoff_cost(d: &DeliveryRecord) -> usize {
+    d.event.len() + 1024
+}
 
 /// A sole dispatcher's scan starts over from the head of the queue (to find rows another
 /// process queued behind its cursor, such as `sluice dlq redrive`) when its timer wakes it and
 /// this many poll intervals passed since the last time.
 const WRAP_POLLS: i64 = 8;
+
+/// How long a busy dispatcher lets new rows gather before a scan they woke it for.
+const SCAN_GAP: Duration = Duration::from_millis(1);
 
 /// Most completions committed in one batch.
 const COMPLETION_GROUP: usize = 1024;
@@ -91,18 +98,27 @@ const COMPLETION_GROUP: usize = 1024;
 #[derive(Debug)]
 pub(crate) struct Inbox {
     tx: mpsc::UnboundedSender<Handoff>,
+    /// Bytes ([`handoff_cost`]) handed off and not yet completed.
     inflight: Arc<AtomicUsize>,
+    budget: usize,
 }
 
 impl Inbox {
-    /// Reserves room for `n` hand-offs, or `None` when the dispatcher has too many in flight.
-    pub(crate) fn reserve(&self, n: usize) -> Option<Vec<Slot>> {
-        let before = self.inflight.fetch_add(n, Ordering::AcqRel);
-        if before + n > HANDOFF_CAPACITY {
-            self.inflight.fetch_sub(n, Ordering::AcqRel);
+    /// Reserves room for handing off deliveries of these [`handoff_cost`]s, or `None` when
+    /// those in flight already take the budget.
+    pub(crate) fn reserve(&self, costs: &[usize]) -> Option<Vec<Slot>> {
+        let total: usize = costs.iter().sum();
+        let before = self.inflight.fetch_add(total, Ordering::AcqRel);
+        if before + total > self.budget {
+            self.inflight.fetch_sub(total, Ordering::AcqRel);
             return None;
         }
-        Some((0..n).map(|_| Slot(self.inflight.clone())).collect())
+        Some(
+            costs
+                .iter()
+                .map(|&c| Slot(self.inflight.clone(), c))
+                .collect(),
+        )
     }
 
     /// Passes committed, pre-leased deliveries to the dispatcher. If it has stopped they stay
@@ -112,13 +128,13 @@ impl Inbox {
     }
 }
 
-/// One unit of the in-memory hand-off capacity; released when dropped.
+/// One delivery's share of the in-memory hand-off budget (bytes); released when dropped.
 #[derive(Debug)]
-pub(crate) struct Slot(Arc<AtomicUsize>);
+pub(crate) struct Slot(Arc<AtomicUsize>, usize);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
     }
 }
 
@@ -912,11 +928,11 @@ impl Dispatcher {
     /// one batch per completion, so one lost lease does not fail the others.
     async fn commit_group(&self, group: Vec<Completion>) {
         let core = &self.core;
-        // Every `Expect` first, then the writes: a batch whose expectations all precede its
-        // writes needs no savepoint in the store (completions touch distinct leases, so the
-        // order does not change what the expectations see).
-        let mut expects = Vec::with_capacity(group.len());
-        let mut writes = Vec::with_capacity(group.len() * 2);
+        // Every lease's `DeleteAt` first, then the outcomes' writes: a lost lease fails the
+        // batch before anything else is written (completions touch distinct leases, so the
+        // order changes nothing else).
+        let mut takes = Vec::with_capacity(group.len() * 2);
+        let mut writes = Vec::with_capacity(group.len());
         {
             let held = self.state.held.lock();
             for c in &group {
@@ -925,20 +941,16 @@ impl Dispatcher {
                     .get(&c.id)
                     .cloned()
                     .unwrap_or_else(|| c.lease.clone());
-                expects.push(Op::Expect {
-                    ns: NS_DUE.into(),
-                    key: key.clone(),
-                    version: Some(version),
-                });
-                writes.push(Op::Delete {
+                takes.push(Op::DeleteAt {
                     ns: NS_DUE.into(),
                     key,
+                    version,
                 });
                 writes.extend(c.ops.iter().cloned());
             }
         }
-        expects.append(&mut writes);
-        let batch = Batch { ops: expects };
+        takes.append(&mut writes);
+        let batch = Batch { ops: takes };
         let results: Vec<Result<bool, AwsError>> = match core.store.apply(batch).await {
             Ok(_) => group.iter().map(|_| Ok(true)).collect(),
             Err(StoreError::Conflict) => {
@@ -1002,9 +1014,7 @@ impl Dispatcher {
                 .get(&c.id)
                 .cloned()
                 .unwrap_or_else(|| c.lease.clone());
-            let mut b = Batch::new()
-                .expect(NS_DUE, key.clone(), Some(version))
-                .delete(NS_DUE, key);
+            let mut b = Batch::new().delete_at(NS_DUE, key, version);
             b.ops.extend(c.ops.iter().cloned());
             match self.core.store.apply(b).await {
                 Ok(_) => return Ok(true),
@@ -1137,6 +1147,7 @@ pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
     *core.inbox.write() = Some(Inbox {
         tx: inbox_tx,
         inflight: Arc::new(AtomicUsize::new(0)),
+        budget: core.cfg.handoff_budget_bytes,
     });
     let d = Dispatcher::new(core.clone());
     let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone(), inbox_rx));
@@ -1220,10 +1231,17 @@ async fn dispatch_loop(
     let mut scan = true;
     // Whether the timer (not new work) triggered the scan.
     let mut idle = true;
+    // Whether the last scan found work: the queue is busy.
+    let mut busy = false;
     let mut deadline = tokio::time::Instant::now();
     loop {
         if *stop.borrow() {
             break;
+        }
+        if scan && busy && !idle {
+            // New rows while the queue is busy (an ingest burst beyond the hand-off budget
+            // wakes the dispatcher once per request): let a few arrive, one scan takes them.
+            tokio::time::sleep(SCAN_GAP).await;
         }
         while let Some(h) = inbox.as_mut().and_then(|rx| rx.try_recv().ok()) {
             take_handoff(&d, &stop, h);
@@ -1237,12 +1255,14 @@ async fn dispatch_loop(
                 }
             };
             idle = false;
+            busy = !jobs.is_empty();
             d.spawn_jobs(&stop, jobs);
             if more {
                 continue;
             }
             scan = false;
-            let wait = match d.next_wake().await {
+            // While busy, the next wake comes soon, and the timer's scan looks ahead.
+            let wait = match if busy { Ok(None) } else { d.next_wake().await } {
                 Ok(Some(t)) => {
                     let ms = t - d.core.clock.now_millis();
                     Duration::from_millis(ms.clamp(1, poll.as_millis() as i64) as u64)

@@ -109,6 +109,10 @@ pub struct EventsConfig {
     /// once. Off by default: with it off, leases are stored, which is what dispatchers sharing
     /// a store need. See the `dispatch` module docs.
     pub sole_dispatcher: bool,
+    /// Memory, in bytes (each delivery counts its event and 1 KiB), that deliveries handed
+    /// from `PutEvents` to the running dispatcher in memory may take until they complete;
+    /// beyond it they are queued for the dispatcher's scan.
+    pub handoff_budget_bytes: usize,
     /// First retry delay, ms (doubled per attempt, with jitter).
     pub retry_base_ms: i64,
     /// Largest retry delay, ms.
@@ -142,6 +146,7 @@ impl EventsConfig {
             max_entry_bytes: 256 * 1024,
             lease_ms: 30_000,
             sole_dispatcher: false,
+            handoff_budget_bytes: 64 << 20,
             retry_base_ms: 1_000,
             retry_cap_ms: 300_000,
             per_target_concurrency: 8,
@@ -802,11 +807,10 @@ impl Core {
         mut batch: Batch,
         deliveries: Vec<DeliveryRecord>,
     ) -> Result<(Batch, Queued), AwsError> {
-        let slots = self
-            .inbox
-            .read()
-            .as_ref()
-            .and_then(|i| i.reserve(deliveries.len()));
+        let slots = self.inbox.read().as_ref().and_then(|i| {
+            let costs: Vec<usize> = deliveries.iter().map(dispatch::handoff_cost).collect();
+            i.reserve(&costs)
+        });
         let Some(slots) = slots else {
             let from = self.clock.now_millis();
             return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan(from)));

@@ -890,3 +890,51 @@ async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].rec.id, id2.to_string());
 }
+
+/// A running dispatcher with a hand-off budget of two small deliveries: most deliveries of a
+/// burst go through the queue and the scan, and each runs exactly once.
+async fn burst_beyond_the_handoff_budget(sole_dispatcher: bool) {
+    let mut c = cfg();
+    c.sole_dispatcher = sole_dispatcher;
+    c.handoff_budget_bytes = 3 * 1024;
+    let e = env_with(c).await;
+    rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
+    let workers = e.ev.start_workers();
+    let puts = (0..20).map(|r| {
+        let ev = e.ev.clone();
+        async move {
+            let entries: Vec<Value> = (0..10)
+                .map(|i| json!({"Source": "shop", "DetailType": "Order", "Detail": json!({"n": r * 10 + i}).to_string()}))
+                .collect();
+            let out = call(&ev, "PutEvents", json!({ "Entries": entries })).await.unwrap();
+            assert_eq!(out["FailedEntryCount"], 0);
+        }
+    });
+    futures::future::join_all(puts).await;
+    until(|| e.rec.seen.lock().len() >= 200).await;
+    workers.stop().await;
+    let mut seen: Vec<i64> = e
+        .rec
+        .seen
+        .lock()
+        .iter()
+        .map(|s| {
+            serde_json::from_str::<Value>(s).unwrap()["detail"]["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..200).collect::<Vec<_>>());
+    assert_eq!(e.ev.metrics().await.queue_depth, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_handoff_budget_runs_each_delivery_once_sole() {
+    burst_beyond_the_handoff_budget(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_handoff_budget_runs_each_delivery_once_stored_leases() {
+    burst_beyond_the_handoff_budget(false).await;
+}

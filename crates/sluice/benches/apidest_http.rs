@@ -30,7 +30,8 @@
 //! process (`support::ServerProcess`, `SLUICE_BENCH_BIN` for another build), the throughput
 //! scenario's PutEvents go through the raw pre-encoded client (`support::RawConn`) instead of
 //! reqwest, and the throughput lines add the server's CPU time per delivered event (read from
-//! `/proc`), which does not depend on what else the machine runs.
+//! `/proc`; it varies less than throughput with what else the machine runs), and the harness's own (the
+//! clients and the receiver share its process).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -210,6 +211,7 @@ fn main() {
             let source = setup(1_000_000, "").await;
             rx.arrivals.lock().unwrap().clear();
             let cpu0 = process.as_ref().map(|p| p.cpu_secs());
+            let own0 = support::self_cpu_secs();
             let t0 = Instant::now();
             let n = put_all(source, n_events).await;
             let acked = t0.elapsed().as_secs_f64();
@@ -219,8 +221,9 @@ fn main() {
             let eps = n as f64 / secs;
             let cpu = match (process.as_ref(), cpu0) {
                 (Some(p), Some(c0)) => format!(
-                    " server_cpu_us_per_event={:.1}",
-                    (p.cpu_secs() - c0) * 1e6 / n as f64
+                    " server_cpu_us_per_event={:.1} harness_cpu_us_per_event={:.1}",
+                    (p.cpu_secs() - c0) * 1e6 / n as f64,
+                    (support::self_cpu_secs() - own0) * 1e6 / n as f64
                 ),
                 _ => String::new(),
             };

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             scan_binary_keys,
             expect_absent,
             expect_version,
+            delete_at,
             failed_batch_writes_nothing,
             expect_sees_earlier_ops_of_the_batch,
             append_keys_and_order,
@@ -81,6 +82,7 @@ pub async fn run_all<F: StoreFactory>(make: impl Fn() -> F) {
     scan_binary_keys(make()).await;
     expect_absent(make()).await;
     expect_version(make()).await;
+    delete_at(make()).await;
     failed_batch_writes_nothing(make()).await;
     expect_sees_earlier_ops_of_the_batch(make()).await;
     append_keys_and_order(make()).await;
@@ -433,6 +435,60 @@ pub async fn expect_version<F: StoreFactory>(f: F) {
         .unwrap();
     assert!(v3 > v2);
     assert_eq!(s.get(NS, b"k").await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+/// `DeleteAt` removes a key at exactly the given version; otherwise the whole batch fails,
+/// undoing its earlier ops, also earlier `DeleteAt`s.
+pub async fn delete_at<F: StoreFactory>(f: F) {
+    let s = f.open().await;
+    let va = s.apply(Batch::new().put(NS, "a", "1")).await.unwrap();
+    let vb = s
+        .apply(Batch::new().put(NS, "b", "1").put(NS, "c", "1"))
+        .await
+        .unwrap();
+    // Stale, future, zero and huge versions, and an absent key: conflicts.
+    for (key, v) in [
+        ("b", va),
+        ("b", vb + 1000),
+        ("b", 0),
+        ("b", u64::MAX),
+        ("absent", vb),
+    ] {
+        let r = s.apply(Batch::new().delete_at(NS, key, v)).await;
+        assert!(is_conflict(&r), "{key} at {v}: {r:?}");
+    }
+    // One failing DeleteAt undoes the batch's earlier writes and DeleteAts.
+    let r = s
+        .apply(
+            Batch::new()
+                .delete_at(NS, "a", va)
+                .put(NS, "new", "x")
+                .delete_at(NS, "b", vb)
+                .delete_at(NS, "c", va),
+        )
+        .await;
+    assert!(is_conflict(&r), "{r:?}");
+    assert_eq!(
+        keys(&s, KeyRange::all(), 10, false).await,
+        vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+    );
+    // At their versions: removed, with the batch's other ops.
+    s.apply(
+        Batch::new()
+            .delete_at(NS, "a", va)
+            .delete_at(NS, "b", vb)
+            .put(NS, "new", "x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        keys(&s, KeyRange::all(), 10, false).await,
+        vec![b"c".to_vec(), b"new".to_vec()]
+    );
+    // Once removed, the same DeleteAt conflicts.
+    let r = s.apply(Batch::new().delete_at(NS, "a", va)).await;
+    assert!(is_conflict(&r), "{r:?}");
     s.close().await.unwrap();
 }
 

@@ -9,7 +9,8 @@
 //! Writes are [`Batch`]es of [`Op`]s applied atomically: either every op is applied or none.
 //! `Op::Expect` makes a batch conditional (optimistic concurrency: "this key is absent", or
 //! "this key is still at version v"); if any expectation fails the batch is rejected with
-//! [`StoreError::Conflict`] and nothing is written. `Op::Append` adds a value under a key the
+//! [`StoreError::Conflict`] and nothing is written. `Op::DeleteAt` is an expectation and a
+//! delete in one ("remove this key if it is still at version v"). `Op::Append` adds a value under a key the
 //! store assigns: the 8-byte big-endian commit sequence number followed by the op's index in
 //! its batch (2 bytes, big-endian), so appended records scan in commit order.
 //!
@@ -89,6 +90,17 @@ pub enum Op {
         /// Expected version, or `None` for "absent".
         version: Option<u64>,
     },
+    /// `Expect(ns, key, Some(version))` and `Delete(ns, key)` in one: removes `key` if it is at
+    /// exactly `version`, else the batch fails with [`StoreError::Conflict`] (a queue's "take
+    /// this entry if it is still the one I read", with one lookup instead of two).
+    DeleteAt {
+        /// Namespace.
+        ns: String,
+        /// Key.
+        key: Vec<u8>,
+        /// The version the key must be at.
+        version: u64,
+    },
     /// Insert `value` under a store-assigned key: commit sequence (u64 BE) ++ op index (u16 BE).
     Append {
         /// Namespace.
@@ -133,6 +145,16 @@ impl Batch {
     /// Adds a precondition.
     pub fn expect(mut self, ns: &str, key: impl Into<Vec<u8>>, version: Option<u64>) -> Self {
         self.ops.push(Op::Expect {
+            ns: ns.to_string(),
+            key: key.into(),
+            version,
+        });
+        self
+    }
+
+    /// Adds a conditional delete ([`Op::DeleteAt`]).
+    pub fn delete_at(mut self, ns: &str, key: impl Into<Vec<u8>>, version: u64) -> Self {
+        self.ops.push(Op::DeleteAt {
             ns: ns.to_string(),
             key: key.into(),
             version,
