@@ -636,10 +636,10 @@ async fn refresh_token(
     rt: &Runtime,
     c: &ConnectionRecord,
     stale: Option<&str>,
-) -> Result<ConnSecret, InvokeError> {
+) -> Result<Arc<ConnSecret>, InvokeError> {
     let lock = rt.refresh_lock(&c.arn);
     let _g = lock.lock().await;
-    let mut sec = match connections::read_secret(core, rt, c).await {
+    let sec = match connections::read_secret(core, rt, c).await {
         Ok(s) => s,
         Err((e, ctx)) => return Err(secret_failed(core, rt, c, e, &ctx).await),
     };
@@ -665,6 +665,7 @@ async fn refresh_token(
             return Err(InvokeError::retryable("CONNECTION_DEAUTHORIZED", reason));
         }
     };
+    let mut sec = (*sec).clone();
     sec.token = Some(token);
     let ctx = rt
         .slr_ctx(core)
@@ -686,7 +687,7 @@ async fn refresh_token(
         connections::auto_deauthorize(core, &c.arn, c.modified_ms, reason.clone(), false).await;
         return Err(InvokeError::retryable("CONNECTION_DEAUTHORIZED", reason));
     }
-    Ok(sec)
+    Ok(Arc::new(sec))
 }
 
 #[async_trait::async_trait]

@@ -151,6 +151,16 @@ pub(crate) struct Runtime {
     pub(crate) refresh: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Rate limiters by API destination ARN.
     pub(crate) buckets: Mutex<HashMap<String, Arc<crate::apidest::Bucket>>>,
+    /// Connection secrets as parsed from the secret cache's value, by secret ARN: reused
+    /// while the cache hands out that same value (so a secret is parsed once per cache fill,
+    /// not once per invocation, and is dropped with the value it was parsed from).
+    parsed: Mutex<HashMap<String, ParsedSecret>>,
+}
+
+/// A connection secret and the cached secret value it was parsed from.
+struct ParsedSecret {
+    from: std::sync::Weak<sluice_secrets::SecretValue>,
+    secret: Arc<ConnSecret>,
 }
 
 impl Runtime {
@@ -164,6 +174,7 @@ impl Runtime {
             slr: Mutex::new(None),
             refresh: Mutex::new(HashMap::new()),
             buckets: Mutex::new(HashMap::new()),
+            parsed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -868,7 +879,7 @@ pub(crate) async fn read_secret(
     core: &Core,
     rt: &Runtime,
     rec: &ConnectionRecord,
-) -> Result<ConnSecret, (AwsError, CallContext)> {
+) -> Result<Arc<ConnSecret>, (AwsError, CallContext)> {
     let ctx = rt.slr_ctx(core).await.map_err(|e| {
         (
             e,
@@ -885,8 +896,26 @@ pub(crate) async fn read_secret(
         Ok(v) => v,
         Err(e) => return Err((e, ctx)),
     };
+    if let Some(p) = rt.parsed.lock().get(arn)
+        && std::ptr::eq(p.from.as_ptr(), Arc::as_ptr(&v))
+    {
+        return Ok(p.secret.clone());
+    }
     match v.as_str().and_then(ConnSecret::parse) {
-        Some(s) => Ok(s),
+        Some(s) => {
+            let secret = Arc::new(s);
+            let mut parsed = rt.parsed.lock();
+            // Forget secrets whose values the cache has let go.
+            parsed.retain(|_, p| p.from.strong_count() > 0);
+            parsed.insert(
+                arn.clone(),
+                ParsedSecret {
+                    from: Arc::downgrade(&v),
+                    secret: secret.clone(),
+                },
+            );
+            Ok(secret)
+        }
         None => Err((internal("a connection secret does not parse"), ctx)),
     }
 }
@@ -1163,7 +1192,7 @@ pub(crate) async fn update(
             core,
             auth_type,
             auth.unwrap_or(&empty),
-            base.as_ref(),
+            base.as_deref(),
             Some(&rec),
         )?;
         rec.kms_key = new_key;

@@ -41,7 +41,11 @@
 //!   task at a time takes every completion queued (up to `COMPLETION_GROUP`) and commits them
 //!   as one batch, all `DeleteAt`s first, while the next group queues; a conflict in a group
 //!   falls back to one batch per completion. Stopping the workers waits for the committer,
-//!   so outcomes still land.
+//!   so outcomes still land. Completions are committed with `Store::apply_deferred`: no
+//!   client waits for them, and the only thing a power loss in the sync window can undo is an
+//!   outcome, so the delivery runs again (at least once still holds; `kill -9` loses nothing).
+//!   Their fsync rides on the next ingest commit or comes within the store's deferred-sync
+//!   interval.
 //! - **Circuit breaker** (per [`Target::breaker_key`]): after `breaker_threshold` consecutive
 //!   retryable failures the breaker opens for `breaker_cooldown_ms`, doubling up to
 //!   `breaker_max_ms` while failures continue. While open, that target's due deliveries are
@@ -951,7 +955,7 @@ impl Dispatcher {
         }
         takes.append(&mut writes);
         let batch = Batch { ops: takes };
-        let results: Vec<Result<bool, AwsError>> = match core.store.apply(batch).await {
+        let results: Vec<Result<bool, AwsError>> = match core.store.apply_deferred(batch).await {
             Ok(_) => group.iter().map(|_| Ok(true)).collect(),
             Err(StoreError::Conflict) => {
                 futures::future::join_all(group.iter().map(|c| self.commit_one(c))).await
@@ -1016,7 +1020,7 @@ impl Dispatcher {
                 .unwrap_or_else(|| c.lease.clone());
             let mut b = Batch::new().delete_at(NS_DUE, key, version);
             b.ops.extend(c.ops.iter().cloned());
-            match self.core.store.apply(b).await {
+            match self.core.store.apply_deferred(b).await {
                 Ok(_) => return Ok(true),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(internal(e)),
