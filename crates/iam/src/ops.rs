@@ -684,6 +684,17 @@ impl Iam {
     ) -> Result<String, AwsError> {
         let (name, path) = service_linked_name(service, None);
         let key = name.to_ascii_lowercase();
+        // The usual case, on every use: the role exists with the policy; no record copied.
+        if let Some(arn) = self
+            .state
+            .read()
+            .roles
+            .get(&key)
+            .filter(|r| r.rec.inline.get(policy_name).map(String::as_str) == Some(policy))
+            .map(|r| r.rec.arn.clone())
+        {
+            return Ok(arn);
+        }
         let current = |iam: &Self| {
             iam.state.read().roles.get(&key).map(|r| {
                 (

@@ -206,6 +206,12 @@ impl OutboundPolicy {
     pub fn check_url(&self, url: &str) -> Result<Url, SendError> {
         let u = Url::parse(url)
             .map_err(|e| SendError::new(SendErrorKind::InvalidUrl, format!("invalid URL: {e}")))?;
+        self.check_parsed(&u)?;
+        Ok(u)
+    }
+
+    /// [`OutboundPolicy::check_url`] of a URL already parsed.
+    pub fn check_parsed(&self, u: &Url) -> Result<(), SendError> {
         match u.scheme() {
             "https" => {}
             "http" if self.allow_http => {}
@@ -242,7 +248,7 @@ impl OutboundPolicy {
                 }
             }
         }
-        Ok(u)
+        Ok(())
     }
 }
 
@@ -332,7 +338,7 @@ impl Outbound {
         max_body: usize,
     ) -> Result<Response, SendError> {
         let host = req.url().host_str().unwrap_or("").to_string();
-        self.policy.check_url(req.url().as_str())?;
+        self.policy.check_parsed(req.url())?;
         let exchange = async {
             let mut resp = self
                 .client
