@@ -13,7 +13,8 @@
 //!   delivery once and deletes it once, and never reads it back.
 //! - **At-least-once delivery.** A delivery leaves the queue only in the same batch that records
 //!   its outcome (success, next retry, or dead letter). A dispatcher that dies mid-invocation
-//!   leaves a lease that expires, and the delivery is invoked again.
+//!   leaves its row due (a sole dispatcher's in-memory lease) or a stored lease that expires,
+//!   and the delivery is invoked again.
 //! - **The in-memory rule state mirrors the store.** [`Events::open`] loads buses and rules and
 //!   builds one matcher per bus; every management write updates the mirror after its batch
 //!   commits. Management writes are serialized by one async lock and also carry `Expect`s.
@@ -41,14 +42,16 @@
 //!
 //! # The delivery queue
 //! `events.due` is ordered by due time. A dispatcher scans keys due at or before now and
-//! *leases* each by moving it into the future: in one batch, `Expect` the key at its version,
-//! `Delete` it, and `Put` the record (attempt + 1) under `now + lease` with the same id. The
-//! moved key is the lease: if the process dies, it becomes due again when the lease runs out.
-//! After invoking the target the dispatcher commits, with an `Expect` on the lease key's
-//! version: success deletes the lease (a bus target adds the deliveries it produced to the same
-//! batch); a retryable failure moves the key to `now + backoff(attempt)`; exhausting
-//! `MaximumRetryAttempts` or `MaximumEventAgeInSeconds`, or a non-retryable failure, moves the
-//! record to `events.dlq`. A target whose circuit breaker is open has its due deliveries moved
+//! *leases* each. The embedded server's dispatcher is the only one of its store
+//! ([`EventsConfig::sole_dispatcher`]) and leases in memory: the row stays where it is, and a
+//! crash leaves it due. Dispatchers sharing a store lease by moving the row into the future: in
+//! one batch, `Expect` the key at its version, `Delete` it, and `Put` the record (attempt + 1)
+//! under `now + lease` with the same id; if the process dies, it becomes due again when the
+//! lease runs out. After invoking the target the dispatcher commits, with a `DeleteAt` of the
+//! lease key at its version: success deletes the lease (a bus target adds the deliveries it
+//! produced to the same batch); a retryable failure moves the key to
+//! `now + backoff(attempt)`; exhausting `MaximumRetryAttempts` or `MaximumEventAgeInSeconds`,
+//! or a non-retryable failure, moves the record to `events.dlq`. A target whose circuit breaker is open has its due deliveries moved
 //! to the breaker's reopening time without counting an attempt. See [`dispatch`].
 //!
 //! Deliberate differences from AWS are in `docs/specs/events.md`.
