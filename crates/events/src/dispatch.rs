@@ -31,7 +31,9 @@
 //!   Rows this process queues behind the cursor move it back (`Core::due_written`); rows
 //!   another process queues there (`sluice dlq redrive`) are found when the idle timer starts
 //!   a scan over from the head, at most every `WRAP_POLLS` poll intervals. Hand-offs work as
-//!   with stored leases (their rows are written already leased).
+//!   with stored leases, except that their rows are written due now (attempt 0), not leased:
+//!   `Inbox::claim` puts them in the held map before their batch commits, so the scan never
+//!   takes them, and a crash leaves them due.
 //! - **Complete**: `DeleteAt(lease key, lease version)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
@@ -105,6 +107,8 @@ pub(crate) struct Inbox {
     /// Bytes ([`handoff_cost`]) handed off and not yet completed.
     inflight: Arc<AtomicUsize>,
     budget: usize,
+    /// The dispatcher's state (a sole dispatcher holds hand-offs from before their commit).
+    state: Arc<State>,
 }
 
 impl Inbox {
@@ -123,6 +127,23 @@ impl Inbox {
                 .map(|&c| Slot(self.inflight.clone(), c))
                 .collect(),
         )
+    }
+
+    /// A sole dispatcher's hand-offs are written due now: it holds them (version unknown yet)
+    /// from before their batch commits, so its scan never takes them.
+    pub(crate) fn claim(&self, items: &[(Vec<u8>, DeliveryRecord, Slot)]) {
+        let mut held = self.state.held.lock();
+        for (key, rec, _) in items {
+            held.map.insert(rec.id.clone(), (key.clone(), 0));
+        }
+    }
+
+    /// Undoes [`Inbox::claim`] for hand-offs whose batch did not commit.
+    pub(crate) fn unclaim(&self, items: &[(Vec<u8>, DeliveryRecord, Slot)]) {
+        let mut held = self.state.held.lock();
+        for (_, rec, _) in items {
+            held.release(&rec.id);
+        }
     }
 
     /// Passes committed, pre-leased deliveries to the dispatcher. If it has stopped they stay
@@ -1148,12 +1169,13 @@ impl WorkerHandle {
 pub(crate) fn start(core: Arc<Core>) -> WorkerHandle {
     let (tx, rx) = watch::channel(false);
     let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+    let d = Dispatcher::new(core.clone());
     *core.inbox.write() = Some(Inbox {
         tx: inbox_tx,
         inflight: Arc::new(AtomicUsize::new(0)),
         budget: core.cfg.handoff_budget_bytes,
+        state: d.state.clone(),
     });
-    let d = Dispatcher::new(core.clone());
     let dispatcher = tokio::spawn(dispatch_loop(d, rx.clone(), inbox_rx));
     let scheduler = tokio::spawn(crate::schedule::schedule_loop(core, rx));
     WorkerHandle {

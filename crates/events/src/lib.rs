@@ -799,38 +799,52 @@ impl Core {
     }
 
     /// Adds the new deliveries of an ingest to `batch`. If the background dispatcher runs and
-    /// has room, they are written already leased to it (under `now + lease_ms`, attempt 1) and
-    /// [`Core::queued`] hands them over in memory once the batch commits: the dispatcher
-    /// neither reads them back nor writes a lease. Otherwise they are written due now for the
-    /// dispatcher's scan. Either way the stored state is one the queue protocol knows, so a
-    /// crash at any point loses nothing: a leased delivery whose holder died runs when its
-    /// lease runs out.
+    /// has room, [`Core::queued`] hands them over in memory once the batch commits: the
+    /// dispatcher neither reads them back nor writes a lease. They are written already leased
+    /// to it (under `now + lease_ms`, attempt 1), or, for a sole dispatcher, due now and held
+    /// by it from before the commit. Otherwise they are written due now for the dispatcher's
+    /// scan. Either way the stored state is one the queue protocol knows, so a crash at any
+    /// point loses nothing: a due delivery runs after the restart, a leased one whose holder
+    /// died when its lease runs out.
     pub(crate) fn enqueue_new(
         &self,
         mut batch: Batch,
         deliveries: Vec<DeliveryRecord>,
     ) -> Result<(Batch, Queued), AwsError> {
-        let slots = self.inbox.read().as_ref().and_then(|i| {
+        let inbox = self.inbox.read();
+        let slots = inbox.as_ref().and_then(|i| {
             let costs: Vec<usize> = deliveries.iter().map(dispatch::handoff_cost).collect();
             i.reserve(&costs)
         });
-        let Some(slots) = slots else {
+        let (Some(slots), Some(inbox)) = (slots, inbox.as_ref()) else {
             let from = self.clock.now_millis();
             return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan(from)));
         };
-        let until = self.clock.now_millis() + self.cfg.lease_ms;
+        // Stored leases: written leased (attempt 1) until `now + lease_ms`. A sole
+        // dispatcher: written due now (attempt 0) and claimed in memory before the commit.
+        let sole = self.cfg.sole_dispatcher;
+        let now = self.clock.now_millis();
+        let (at, stored_attempt) = if sole {
+            (now, 0)
+        } else {
+            (now + self.cfg.lease_ms, 1)
+        };
         let mut items = Vec::with_capacity(deliveries.len());
         batch.ops.reserve(deliveries.len());
         for (mut d, slot) in deliveries.into_iter().zip(slots) {
-            d.attempt = 1;
+            d.attempt = stored_attempt;
             let id = uuid::Uuid::parse_str(&d.id).map_err(internal)?;
-            let key = queue_key(until, &id);
+            let key = queue_key(at, &id);
             batch = batch.put(
                 NS_DUE,
                 key.clone(),
                 serde_json::to_vec(&d).map_err(internal)?,
             );
+            d.attempt = 1;
             items.push((key, d, slot));
+        }
+        if sole {
+            inbox.claim(&items);
         }
         Ok((batch, Queued::Handoff(items)))
     }
@@ -853,9 +867,20 @@ impl Core {
             handoff => {
                 let c = core.clone();
                 tokio::spawn(async move {
-                    let seq = c.store.apply(batch).await?;
-                    c.queued(handoff, seq);
-                    Ok(())
+                    match c.store.apply(batch).await {
+                        Ok(seq) => {
+                            c.queued(handoff, seq);
+                            Ok(())
+                        }
+                        Err(e) => {
+                            if let (Queued::Handoff(items), Some(inbox)) =
+                                (&handoff, c.inbox.read().as_ref())
+                            {
+                                inbox.unclaim(items);
+                            }
+                            Err(e)
+                        }
+                    }
                 })
                 .await
                 .map_err(|e| sluice_store::StoreError::Backend(e.to_string()))?

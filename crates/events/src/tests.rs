@@ -891,12 +891,16 @@ async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
     assert_eq!(jobs[0].rec.id, id2.to_string());
 }
 
-/// A running dispatcher with a hand-off budget of two small deliveries: most deliveries of a
-/// burst go through the queue and the scan, and each runs exactly once.
-async fn burst_beyond_the_handoff_budget(sole_dispatcher: bool) {
+/// A burst of 200 events through a running dispatcher, each delivered exactly once. With a
+/// hand-off budget of two small deliveries most go through the queue and the scan; with the
+/// default budget and a 1 ms poll, the scan runs all the time beside the hand-offs.
+async fn burst(sole_dispatcher: bool, budget: Option<usize>) {
     let mut c = cfg();
     c.sole_dispatcher = sole_dispatcher;
-    c.handoff_budget_bytes = 3 * 1024;
+    match budget {
+        Some(b) => c.handoff_budget_bytes = b,
+        None => c.poll_ms = 1,
+    }
     let e = env_with(c).await;
     rule_to_recorder(&e.ev, "default", "r", r#"{"source":["shop"]}"#, json!({})).await;
     let workers = e.ev.start_workers();
@@ -931,10 +935,60 @@ async fn burst_beyond_the_handoff_budget(sole_dispatcher: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_handoff_budget_runs_each_delivery_once_sole() {
-    burst_beyond_the_handoff_budget(true).await;
+    burst(true, Some(3 * 1024)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_dispatchers_scan_never_takes_its_hand_offs() {
+    burst(true, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_handoff_budget_runs_each_delivery_once_stored_leases() {
-    burst_beyond_the_handoff_budget(false).await;
+    burst(false, Some(3 * 1024)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sole_dispatchers_hand_off_runs_at_once_after_a_crash() {
+    let mut c = sole();
+    c.poll_ms = 600_000;
+    let e = env_with(c).await;
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    e.ev.add_target_kind(gate.clone());
+    call(
+        &e.ev,
+        "PutRule",
+        json!({"Name": "stuck", "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        &e.ev,
+        "PutTargets",
+        json!({"Rule": "stuck", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+    // The running dispatcher takes the delivery in memory and hangs in the target; its row
+    // is due now with no attempt counted.
+    let _workers = e.ev.start_workers();
+    put(&e.ev, "default", json!({})).await;
+    until(|| gate.entered.load(Ordering::SeqCst) == 1).await;
+    let rows = due_rows(&*e.store).await;
+    assert_eq!(rows.len(), 1);
+    assert!(crate::model::key_due(&rows[0].0) <= e.clock.now_millis());
+    assert_eq!(rows[0].1.attempt, 0);
+    // A second process on the same store (the first one "died"): due at once, no lease.
+    let (ev2, _) = open_on(e.store.clone(), &e.clock, sole()).await;
+    let open_gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(1),
+    });
+    ev2.add_target_kind(open_gate.clone());
+    assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
+    assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
+    assert_eq!(ev2.metrics().await.queue_depth, 0);
 }
