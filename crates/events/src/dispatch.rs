@@ -27,13 +27,14 @@
 //!   If the process dies, its rows are simply due: they run at once after a restart. Two
 //!   details keep a row from running twice: a row read by a scan that was released while the
 //!   scan read (completed, moved) is not leased by that scan (`Held::recent`), and a scan
-//!   resumes after the last row it read (a cursor) instead of re-reading the rows it holds.
+//!   resumes where the last one ended (a cursor) instead of re-reading the rows it holds.
 //!   Rows this process queues behind the cursor move it back (`Core::due_written`); rows
 //!   another process queues there (`sluice dlq redrive`) are found when the idle timer starts
 //!   a scan over from the head, at most every `WRAP_POLLS` poll intervals. Hand-offs work as
-//!   with stored leases, except that their rows are written due now (attempt 0), not leased:
-//!   `Inbox::claim` puts them in the held map before their batch commits, so the scan never
-//!   takes them, and a crash leaves them due.
+//!   with stored leases, except that their rows are written due (attempt 0), not leased, at
+//!   `now - HANDOFF_BEHIND_MS`: behind the cursor, so scans for new work do not read them;
+//!   `Inbox::claim` puts them in the held map before their batch commits, so no scan takes
+//!   them; and a crash leaves them due.
 //! - **Complete**: `DeleteAt(lease key, lease version)` plus, by outcome:
 //!   nothing more (success; a bus target adds its own deliveries), `Put(now + backoff ++ id)`
 //!   (retryable failure with budget left), or `Put(events.dlq, now ++ id, DeadLetter)`
@@ -92,7 +93,11 @@ pub(crate) fn handoff_cost(d: &DeliveryRecord) -> usize {
 /// A sole dispatcher's scan starts over from the head of the queue (to find rows another
 /// process queued behind its cursor, such as `sluice dlq redrive`) when its timer wakes it and
 /// this many poll intervals passed since the last time.
-const WRAP_POLLS: i64 = 8;
+pub(crate) const WRAP_POLLS: i64 = 40;
+
+/// How far in the past a sole dispatcher's hand-offs are written (due, so a restart runs them
+/// at once, and behind its cursor, so its scans for new work do not read them), ms.
+pub(crate) const HANDOFF_BEHIND_MS: i64 = 60_000;
 
 /// How long a busy dispatcher lets new rows gather before a scan they woke it for.
 const SCAN_GAP: Duration = Duration::from_millis(1);
@@ -414,6 +419,7 @@ impl Dispatcher {
     async fn lease_in_memory(&self, idle: bool) -> Result<(Vec<Job>, bool), AwsError> {
         let core = &self.core;
         let now = core.clock.now_millis();
+        let end = queue_key(now + 1, &uuid::Uuid::nil());
         let start = {
             let mut c = self.state.cursor.lock();
             let from = core.rescan_from.swap(i64::MAX, Ordering::AcqRel);
@@ -440,7 +446,7 @@ impl Dispatcher {
                 NS_DUE,
                 KeyRange {
                     start,
-                    end: Some(queue_key(now + 1, &uuid::Uuid::nil())),
+                    end: Some(end.clone()),
                 },
                 SCAN_LIMIT,
                 false,
@@ -461,11 +467,16 @@ impl Dispatcher {
                 }
             };
             let more = rows.len() >= SCAN_LIMIT;
-            if let Some((last, _)) = rows.last() {
-                let mut next = last.clone();
-                next.push(0);
-                self.state.cursor.lock().next = Some(next);
-            }
+            // After a full page, resume after its last row; otherwise everything due was read,
+            // and what is queued behind `end` from now on comes with a hint.
+            self.state.cursor.lock().next = match rows.last() {
+                Some((last, _)) if more => {
+                    let mut next = last.clone();
+                    next.push(0);
+                    Some(next)
+                }
+                _ => Some(end),
+            };
             let mut claimed = Vec::new();
             for (key, v) in rows {
                 let Some(id) = key.get(8..24).and_then(|b| uuid::Uuid::from_slice(b).ok()) else {

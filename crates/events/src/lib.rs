@@ -821,11 +821,12 @@ impl Core {
             return Ok((self.enqueue(batch, &deliveries)?, Queued::Scan(from)));
         };
         // Stored leases: written leased (attempt 1) until `now + lease_ms`. A sole
-        // dispatcher: written due now (attempt 0) and claimed in memory before the commit.
+        // dispatcher: written due (attempt 0), behind its scan cursor, and claimed in memory
+        // before the commit.
         let sole = self.cfg.sole_dispatcher;
         let now = self.clock.now_millis();
         let (at, stored_attempt) = if sole {
-            (now, 0)
+            (now - dispatch::HANDOFF_BEHIND_MS, 0)
         } else {
             (now + self.cfg.lease_ms, 1)
         };

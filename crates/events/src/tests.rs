@@ -870,7 +870,8 @@ async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
         .unwrap();
     assert!(d.scan_due(false).await.unwrap().0.is_empty());
     // ...and the timer's scan, once enough polls passed, starts over from the head.
-    e.clock.advance_millis(sole().poll_ms as i64 * 8);
+    e.clock
+        .advance_millis(sole().poll_ms as i64 * crate::dispatch::WRAP_POLLS);
     let jobs = d.scan_due(true).await.unwrap().0;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].rec.id, id.to_string());
