@@ -23,7 +23,7 @@
 //!   letters at once. Timeouts and broken connections are retried; a destination the outbound
 //!   policy refuses is not.
 //! - **Rate limit**: `InvocationRateLimitPerSecond` is enforced per API destination by a
-//!   [`Bucket`] (a virtual-schedule token bucket with a burst of a tenth of a second): each
+//!   `Bucket` (a virtual-schedule token bucket with a burst of a tenth of a second): each
 //!   invocation reserves the next slot and waits for it, so events above the rate are delayed,
 //!   never dropped (their leases are extended while they wait, see `dispatch`).
 //! - **Errors never carry credentials**: messages name the API destination, the host and the

@@ -30,7 +30,7 @@
 //!   therefore never observed. At invocation, a connection is deauthorized automatically (its
 //!   secret kept) when its secret was deleted, cannot be opened (KMS error), its OAuth token
 //!   cannot be refreshed, or its API-key / basic endpoint answers 401 or 407
-//!   ([`auto_deauthorize`]). DeauthorizeConnection deletes the secret; UpdateConnection with
+//!   (`auto_deauthorize`). DeauthorizeConnection deletes the secret; UpdateConnection with
 //!   AuthParameters authorizes again.
 //! - **Reads are cached.** Invocations read the secret through a [`SecretCache`] whose entries
 //!   live `EventsConfig::connection_secret_ttl_ms` (default 60 s) and die at once when the
@@ -38,7 +38,7 @@
 //!
 //! # Stored formats
 //! - `events.connections`, key = connection name: [`ConnectionRecord`] (JSON, `"v": 1`).
-//! - The managed secret's SecretString: [`ConnSecret`] as JSON, `"v": 1`:
+//! - The managed secret's SecretString: `ConnSecret` as JSON, `"v": 1`:
 //!   `{"v":1,"auth":"API_KEY"|"BASIC"|"OAUTH_CLIENT_CREDENTIALS",
 //!     "api_key":{"name","value"}?, "basic":{"username","password"}?,
 //!     "oauth":{"client_id","client_secret","endpoint","method","params":P}?,

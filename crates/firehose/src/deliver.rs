@@ -1,7 +1,7 @@
 //! Delivery: one task per ACTIVE stream, started and stopped by a supervisor.
 //!
 //! # A stream's loop
-//! 1. **Buffer.** The stream's in-memory [`crate::Buffered`] counters (kept by PutRecord after
+//! 1. **Buffer.** The stream's in-memory `Buffered` counters (`lib.rs`) (kept by PutRecord after
 //!    each commit, rebuilt from the store at start) say when to flush: when the buffered data
 //!    reaches the size hint, or the oldest record has waited the interval (0: at once). An idle
 //!    task also checks the store every `poll_ms`, so data committed by another path (an
