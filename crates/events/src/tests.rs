@@ -330,19 +330,9 @@ async fn open_breaker_defers_without_spending_attempts() {
     e.clock.advance_millis(100);
     assert_eq!(d.run_once().await.unwrap(), 0);
     assert_eq!(e.rec.calls.load(Ordering::SeqCst), 3);
-    let rows = e
-        .store
-        .scan(
-            crate::model::NS_DUE,
-            sluice_store::KeyRange::all(),
-            10,
-            false,
-        )
-        .await
-        .unwrap();
+    let rows = due_rows(&*e.store).await;
     assert_eq!(rows.len(), 3);
-    for (k, v) in &rows {
-        let r: crate::model::DeliveryRecord = serde_json::from_slice(&v.value).unwrap();
+    for (k, r) in &rows {
         assert_eq!(r.attempt, 1);
         assert!(crate::model::key_due(k) >= e.clock.now_millis_for_test() + 9_000);
     }
@@ -416,6 +406,67 @@ impl Target for Gate {
     }
 }
 
+async fn due_rows(store: &dyn Store) -> Vec<(Vec<u8>, crate::model::DeliveryRecord)> {
+    store
+        .scan(
+            crate::model::NS_DUE,
+            sluice_store::KeyRange::all(),
+            100,
+            false,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::from_slice(&v.value).unwrap()))
+        .collect()
+}
+
+/// Writes `rec` under id `id` to the queue, due at `due_ms` (as another writer would).
+async fn queue_row(
+    store: &dyn Store,
+    mut rec: crate::model::DeliveryRecord,
+    id: uuid::Uuid,
+    due_ms: i64,
+) {
+    rec.id = id.to_string();
+    store
+        .apply(sluice_store::Batch::new().put(
+            crate::model::NS_DUE,
+            crate::model::queue_key(due_ms, &id),
+            serde_json::to_vec(&rec).unwrap(),
+        ))
+        .await
+        .unwrap();
+}
+
+/// A [`Gate`] letting `permits` invocations through, registered as a target kind of `ev`.
+fn add_gate(ev: &Events, permits: usize) -> Arc<Gate> {
+    let gate = Arc::new(Gate {
+        entered: AtomicU32::new(0),
+        release: tokio::sync::Semaphore::new(permits),
+    });
+    ev.add_target_kind(gate.clone());
+    gate
+}
+
+/// A rule `name` on the default bus for `shop` events, targeting the gate.
+async fn rule_to_gate(ev: &Events, name: &str) {
+    call(
+        ev,
+        "PutRule",
+        json!({"Name": name, "EventPattern": r#"{"source":["shop"]}"#}),
+    )
+    .await
+    .unwrap();
+    call(
+        ev,
+        "PutTargets",
+        json!({"Rule": name, "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
+    )
+    .await
+    .unwrap();
+}
+
 async fn until(mut f: impl FnMut() -> bool) {
     for _ in 0..500 {
         if f() {
@@ -432,11 +483,7 @@ async fn workers_keep_a_slow_target_from_delaying_others_and_stop_gracefully() {
     c.per_target_concurrency = 1;
     c.poll_ms = 20;
     let e = env_with(c).await;
-    let gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(0),
-    });
-    e.ev.add_target_kind(gate.clone());
+    let gate = add_gate(&e.ev, 0);
     rule_to_recorder(
         &e.ev,
         "default",
@@ -445,20 +492,7 @@ async fn workers_keep_a_slow_target_from_delaying_others_and_stop_gracefully() {
         json!({}),
     )
     .await;
-    call(
-        &e.ev,
-        "PutRule",
-        json!({"Name": "slow", "EventPattern": r#"{"source":["shop"]}"#}),
-    )
-    .await
-    .unwrap();
-    call(
-        &e.ev,
-        "PutTargets",
-        json!({"Rule": "slow", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
-    )
-    .await
-    .unwrap();
+    rule_to_gate(&e.ev, "slow").await;
     let workers = e.ev.start_workers();
     for _ in 0..3 {
         put(&e.ev, "default", json!({})).await;
@@ -600,25 +634,8 @@ async fn a_handed_off_delivery_runs_after_its_lease_if_its_dispatcher_dies() {
     let mut c = cfg();
     c.poll_ms = 600_000;
     let e = env_with(c).await;
-    let gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(0),
-    });
-    e.ev.add_target_kind(gate.clone());
-    call(
-        &e.ev,
-        "PutRule",
-        json!({"Name": "stuck", "EventPattern": r#"{"source":["shop"]}"#}),
-    )
-    .await
-    .unwrap();
-    call(
-        &e.ev,
-        "PutTargets",
-        json!({"Rule": "stuck", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
-    )
-    .await
-    .unwrap();
+    let gate = add_gate(&e.ev, 0);
+    rule_to_gate(&e.ev, "stuck").await;
     // The running dispatcher takes the delivery in memory and hangs in the target.
     let _workers = e.ev.start_workers();
     put(&e.ev, "default", json!({})).await;
@@ -626,11 +643,7 @@ async fn a_handed_off_delivery_runs_after_its_lease_if_its_dispatcher_dies() {
     // A second process on the same store (the first one "died"): nothing is due before the
     // lease runs out, then the delivery runs again.
     let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
-    let open_gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(1),
-    });
-    ev2.add_target_kind(open_gate.clone());
+    let open_gate = add_gate(&ev2, 1);
     let d2 = ev2.dispatcher();
     assert_eq!(d2.run_once().await.unwrap(), 0);
     e.clock.advance_millis(cfg().lease_ms + 1);
@@ -644,25 +657,8 @@ async fn stopping_the_workers_puts_unstarted_deliveries_back_due_now() {
     let mut c = cfg();
     c.per_target_concurrency = 1;
     let e = env_with(c).await;
-    let gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(0),
-    });
-    e.ev.add_target_kind(gate.clone());
-    call(
-        &e.ev,
-        "PutRule",
-        json!({"Name": "one-at-a-time", "EventPattern": r#"{"source":["shop"]}"#}),
-    )
-    .await
-    .unwrap();
-    call(
-        &e.ev,
-        "PutTargets",
-        json!({"Rule": "one-at-a-time", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
-    )
-    .await
-    .unwrap();
+    let gate = add_gate(&e.ev, 0);
+    rule_to_gate(&e.ev, "one-at-a-time").await;
     let workers = e.ev.start_workers();
     put(&e.ev, "default", json!({"n": 1})).await;
     put(&e.ev, "default", json!({"n": 2})).await;
@@ -677,24 +673,10 @@ async fn stopping_the_workers_puts_unstarted_deliveries_back_due_now() {
     // After a restart the unstarted delivery is due at once (no lease to wait out), with its
     // attempt given back.
     let (ev2, _) = open_on(e.store.clone(), &e.clock, cfg()).await;
-    let open_gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(1),
-    });
-    ev2.add_target_kind(open_gate.clone());
-    let due = e
-        .store
-        .scan(
-            crate::model::NS_DUE,
-            sluice_store::KeyRange::all(),
-            10,
-            false,
-        )
-        .await
-        .unwrap();
+    let open_gate = add_gate(&ev2, 1);
+    let due = due_rows(&*e.store).await;
     assert_eq!(due.len(), 1);
-    let rec: crate::model::DeliveryRecord = serde_json::from_slice(&due[0].1.value).unwrap();
-    assert_eq!(rec.attempt, 0);
+    assert_eq!(due[0].1.attempt, 0);
     assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
     assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
@@ -704,21 +686,6 @@ fn sole() -> EventsConfig {
     let mut c = cfg();
     c.sole_dispatcher = true;
     c
-}
-
-async fn due_rows(store: &dyn Store) -> Vec<(Vec<u8>, crate::model::DeliveryRecord)> {
-    store
-        .scan(
-            crate::model::NS_DUE,
-            sluice_store::KeyRange::all(),
-            100,
-            false,
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::from_slice(&v.value).unwrap()))
-        .collect()
 }
 
 #[tokio::test]
@@ -856,18 +823,10 @@ async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
     assert_eq!(held.len(), 1);
     // Another process (`sluice dlq redrive`) queues a row due before the cursor, and says
     // nothing: scans for new work resume after the cursor and miss it...
-    let mut rec = due_rows(&*e.store).await[0].1.clone();
+    let rec = due_rows(&*e.store).await[0].1.clone();
     let id = uuid::Uuid::nil();
-    rec.id = id.to_string();
     let now = e.clock.now_millis();
-    e.store
-        .apply(sluice_store::Batch::new().put(
-            crate::model::NS_DUE,
-            crate::model::queue_key(now - 1, &id),
-            serde_json::to_vec(&rec).unwrap(),
-        ))
-        .await
-        .unwrap();
+    queue_row(&*e.store, rec.clone(), id, now - 1).await;
     assert!(d.scan_due(false).await.unwrap().0.is_empty());
     // ...and the timer's scan, once enough polls passed, starts over from the head.
     e.clock
@@ -877,15 +836,7 @@ async fn a_sole_dispatcher_finds_rows_queued_behind_its_cursor() {
     assert_eq!(jobs[0].rec.id, id.to_string());
     // A row this process queues behind the cursor is found by the next scan.
     let id2 = uuid::Uuid::from_u128(2);
-    rec.id = id2.to_string();
-    e.store
-        .apply(sluice_store::Batch::new().put(
-            crate::model::NS_DUE,
-            crate::model::queue_key(now - 2, &id2),
-            serde_json::to_vec(&rec).unwrap(),
-        ))
-        .await
-        .unwrap();
+    queue_row(&*e.store, rec, id2, now - 2).await;
     e.ev.core.due_written(now - 2);
     let jobs = d.scan_due(false).await.unwrap().0;
     assert_eq!(jobs.len(), 1);
@@ -954,25 +905,8 @@ async fn a_sole_dispatchers_hand_off_runs_at_once_after_a_crash() {
     let mut c = sole();
     c.poll_ms = 600_000;
     let e = env_with(c).await;
-    let gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(0),
-    });
-    e.ev.add_target_kind(gate.clone());
-    call(
-        &e.ev,
-        "PutRule",
-        json!({"Name": "stuck", "EventPattern": r#"{"source":["shop"]}"#}),
-    )
-    .await
-    .unwrap();
-    call(
-        &e.ev,
-        "PutTargets",
-        json!({"Rule": "stuck", "Targets": [{"Id": "g", "Arn": "arn:sluice:slow:::g"}]}),
-    )
-    .await
-    .unwrap();
+    let gate = add_gate(&e.ev, 0);
+    rule_to_gate(&e.ev, "stuck").await;
     // The running dispatcher takes the delivery in memory and hangs in the target; its row
     // is due now with no attempt counted.
     let _workers = e.ev.start_workers();
@@ -984,11 +918,7 @@ async fn a_sole_dispatchers_hand_off_runs_at_once_after_a_crash() {
     assert_eq!(rows[0].1.attempt, 0);
     // A second process on the same store (the first one "died"): due at once, no lease.
     let (ev2, _) = open_on(e.store.clone(), &e.clock, sole()).await;
-    let open_gate = Arc::new(Gate {
-        entered: AtomicU32::new(0),
-        release: tokio::sync::Semaphore::new(1),
-    });
-    ev2.add_target_kind(open_gate.clone());
+    let open_gate = add_gate(&ev2, 1);
     assert_eq!(ev2.dispatcher().run_once().await.unwrap(), 1);
     assert_eq!(open_gate.entered.load(Ordering::SeqCst), 1);
     assert_eq!(ev2.metrics().await.queue_depth, 0);
