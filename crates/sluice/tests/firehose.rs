@@ -214,6 +214,41 @@ fn role_arn(name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT}:role/{name}")
 }
 
+/// An ExtendedS3 stream `name` to `bucket` (its role, `<name>-role`, may put objects there),
+/// flushing at once, with `configure` adding settings; returns once it is ACTIVE.
+async fn create_s3_stream(
+    iam: &aws_sdk_iam::Client,
+    fh: &Client,
+    name: &str,
+    bucket: &str,
+    configure: impl FnOnce(
+        aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder,
+    ) -> aws_sdk_firehose::types::builders::ExtendedS3DestinationConfigurationBuilder,
+) {
+    let role = create_role(
+        iam,
+        &format!("{name}-role"),
+        json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": format!("arn:aws:s3:::{bucket}/*")}]),
+    )
+    .await;
+    let config = ExtendedS3DestinationConfiguration::builder()
+        .role_arn(&role)
+        .bucket_arn(format!("arn:aws:s3:::{bucket}"))
+        .buffering_hints(
+            BufferingHints::builder()
+                .size_in_mbs(1)
+                .interval_in_seconds(0)
+                .build(),
+        );
+    fh.create_delivery_stream()
+        .delivery_stream_name(name)
+        .extended_s3_destination_configuration(configure(config).build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    wait_status(fh, name, "ACTIVE").await;
+}
+
 /// The template's role: trusted by firehose.amazonaws.com, with the given statements.
 async fn create_role(iam: &aws_sdk_iam::Client, name: &str, statements: Value) -> String {
     let trust = json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
@@ -747,33 +782,11 @@ async fn extended_s3_writes_gzip_objects_with_the_prefix_layout() {
     let srv = Srv::start().await;
     let sdk = srv.sdk().await;
     let (iam, fh) = (aws_sdk_iam::Client::new(&sdk), srv.firehose().await);
-    let role = create_role(
-        &iam,
-        "s3-role",
-        json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::data-bucket/*"}]),
-    )
+    create_s3_stream(&iam, &fh, "to-s3", "data-bucket", |b| {
+        b.prefix("logs/")
+            .compression_format(CompressionFormat::Gzip)
+    })
     .await;
-    fh.create_delivery_stream()
-        .delivery_stream_name("to-s3")
-        .extended_s3_destination_configuration(
-            ExtendedS3DestinationConfiguration::builder()
-                .role_arn(&role)
-                .bucket_arn("arn:aws:s3:::data-bucket")
-                .prefix("logs/")
-                .compression_format(CompressionFormat::Gzip)
-                .buffering_hints(
-                    BufferingHints::builder()
-                        .size_in_mbs(1)
-                        .interval_in_seconds(0)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    wait_status(&fh, "to-s3", "ACTIVE").await;
     fh.put_record_batch()
         .delivery_stream_name("to-s3")
         .records(Record::builder().data(Blob::new("a\n")).build().unwrap())
@@ -821,31 +834,7 @@ async fn put_record_batch_bodies_in_any_json_form_are_answered_and_stored_alike(
     let srv = Srv::start().await;
     let sdk = srv.sdk().await;
     let (iam, fh) = (aws_sdk_iam::Client::new(&sdk), srv.firehose().await);
-    let role = create_role(
-        &iam,
-        "forms-role",
-        json!([{"Effect": "Allow", "Action": "s3:PutObject", "Resource": "arn:aws:s3:::forms/*"}]),
-    )
-    .await;
-    fh.create_delivery_stream()
-        .delivery_stream_name("forms")
-        .extended_s3_destination_configuration(
-            ExtendedS3DestinationConfiguration::builder()
-                .role_arn(&role)
-                .bucket_arn("arn:aws:s3:::forms")
-                .buffering_hints(
-                    BufferingHints::builder()
-                        .size_in_mbs(1)
-                        .interval_in_seconds(0)
-                        .build(),
-                )
-                .build()
-                .unwrap(),
-        )
-        .send()
-        .await
-        .unwrap();
-    wait_status(&fh, "forms", "ACTIVE").await;
+    create_s3_stream(&iam, &fh, "forms", "forms", |b| b).await;
     let send = |body: &'static str| {
         let ep = srv.endpoint();
         async move {
