@@ -684,33 +684,27 @@ impl Iam {
     ) -> Result<String, AwsError> {
         let (name, path) = service_linked_name(service, None);
         let key = name.to_ascii_lowercase();
-        // The usual case, on every use: the role exists with the policy; no record copied.
-        if let Some(arn) = self
-            .state
-            .read()
-            .roles
-            .get(&key)
-            .filter(|r| r.rec.inline.get(policy_name).map(String::as_str) == Some(policy))
-            .map(|r| r.rec.arn.clone())
-        {
-            return Ok(arn);
-        }
-        let current = |iam: &Self| {
-            iam.state.read().roles.get(&key).map(|r| {
-                (
-                    r.rec.clone(),
-                    r.rec.inline.get(policy_name) == Some(&policy.to_string()),
-                )
-            })
+        // The role's ARN if it exists with the policy: the usual case, on every use, so no
+        // record is copied.
+        let ready = |iam: &Self| {
+            iam.state
+                .read()
+                .roles
+                .get(&key)
+                .filter(|r| r.rec.inline.get(policy_name).map(String::as_str) == Some(policy))
+                .map(|r| r.rec.arn.clone())
         };
-        if let Some((rec, true)) = current(self) {
-            return Ok(rec.arn);
+        if let Some(arn) = ready(self) {
+            return Ok(arn);
         }
         compile_identity(policy)?;
         let _w = self.writer.lock().await;
-        let (op, rec, input) = match current(self) {
-            Some((rec, true)) => return Ok(rec.arn),
-            Some((mut rec, false)) => {
+        if let Some(arn) = ready(self) {
+            return Ok(arn);
+        }
+        let current = self.state.read().roles.get(&key).map(|r| r.rec.clone());
+        let (op, rec, input) = match current {
+            Some(mut rec) => {
                 rec.inline
                     .insert(policy_name.to_string(), policy.to_string());
                 let input = json!({"RoleName": rec.name, "PolicyName": policy_name});
