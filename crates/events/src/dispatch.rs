@@ -1,7 +1,7 @@
 //! The dispatcher: leases due deliveries, invokes targets, records outcomes; the dead letters.
 //!
 //! Queue protocol (namespaces and key layout in the crate docs):
-//! - **Lease**: for each due key, one batch op triple `Expect(key, version)`, `Delete(key)`,
+//! - **Lease** (stored): for each due key, `DeleteAt(key, version)` and
 //!   `Put(now + lease_ms ++ id, record with attempt + 1)`. All leases of one scan go in one
 //!   batch (on a conflict, each is retried alone and the losers skipped). The new key is the
 //!   lease; it becomes due again by itself if this process dies.
@@ -255,8 +255,6 @@ struct Cursor {
     next: Option<Vec<u8>>,
     /// When a scan last started from the head, Unix ms.
     wrapped_ms: i64,
-    /// The end (exclusive) of the last scan's due range, Unix ms.
-    scanned_to: i64,
 }
 
 #[derive(Debug, Default)]
@@ -341,7 +339,15 @@ impl Dispatcher {
         if !self.core.cfg.sole_dispatcher {
             return self.next_due().await;
         }
-        let from = queue_key(self.state.cursor.lock().scanned_to, &uuid::Uuid::nil());
+        // Where the next scan starts: after a scan that read everything due, the end of its
+        // range.
+        let from = self
+            .state
+            .cursor
+            .lock()
+            .next
+            .clone()
+            .unwrap_or_else(|| queue_key(self.core.clock.now_millis() + 1, &uuid::Uuid::nil()));
         let first = self
             .core
             .store
@@ -436,7 +442,6 @@ impl Dispatcher {
             if c.next.is_none() {
                 c.wrapped_ms = now;
             }
-            c.scanned_to = now + 1;
             c.next.clone()
         };
         self.state.held.lock().scans += 1;
@@ -591,14 +596,10 @@ impl Dispatcher {
                 )
             };
             let ops = vec![
-                Op::Expect {
-                    ns: NS_DUE.into(),
-                    key: key.clone(),
-                    version: Some(v.version),
-                },
-                Op::Delete {
+                Op::DeleteAt {
                     ns: NS_DUE.into(),
                     key,
+                    version: v.version,
                 },
                 Op::Put {
                     ns: NS_DUE.into(),
@@ -725,9 +726,9 @@ impl Dispatcher {
     }
 
     /// Moves leased deliveries (current lease, record, new due time) to their new due time
-    /// with the attempt their lease counted given back: per delivery `Expect` the lease,
-    /// `Delete` it, `Put` the record. One batch (expectations first); if a lease was lost
-    /// meanwhile, one batch each, skipping the lost ones. Returns the first other error.
+    /// with the attempt their lease counted given back: per delivery `DeleteAt` the lease and
+    /// `Put` the record. One batch; if a lease was lost meanwhile, one batch each, skipping the
+    /// lost ones. Returns the first other error.
     async fn move_leases(&self, moves: Vec<(Lease, DeliveryRecord, i64)>) -> Option<StoreError> {
         let mut batches = Vec::with_capacity(moves.len());
         for ((key, version), mut rec, due) in moves {
@@ -738,22 +739,18 @@ impl Dispatcher {
             let Ok(value) = serde_json::to_vec(&rec) else {
                 continue;
             };
-            batches.push(
-                Batch::new()
-                    .expect(NS_DUE, key.clone(), Some(version))
-                    .delete(NS_DUE, key)
-                    .put(NS_DUE, queue_key(due, &id), value),
-            );
+            batches.push(Batch::new().delete_at(NS_DUE, key, version).put(
+                NS_DUE,
+                queue_key(due, &id),
+                value,
+            ));
         }
         if batches.is_empty() {
             return None;
         }
-        let (expects, writes): (Vec<Op>, Vec<Op>) = batches
-            .iter()
-            .flat_map(|b| b.ops.iter().cloned())
-            .partition(|op| matches!(op, Op::Expect { .. }));
-        let mut all = Batch { ops: expects };
-        all.ops.extend(writes);
+        let all = Batch {
+            ops: batches.iter().flat_map(|b| b.ops.iter().cloned()).collect(),
+        };
         match self.core.store.apply(all).await {
             Err(StoreError::Conflict) => {
                 futures::future::join_all(batches.into_iter().map(|b| self.core.store.apply(b)))
@@ -959,8 +956,8 @@ impl Dispatcher {
         }
     }
 
-    /// Commits `group` as one batch: per completion, `Expect` its current lease, delete it,
-    /// and its outcome's ops. A conflict (a lease lost or extended meanwhile) falls back to
+    /// Commits `group` as one batch: per completion, `DeleteAt` its current lease, and its
+    /// outcome's ops. A conflict (a lease lost or extended meanwhile) falls back to
     /// one batch per completion, so one lost lease does not fail the others.
     async fn commit_group(&self, group: Vec<Completion>) {
         let core = &self.core;
@@ -1366,8 +1363,8 @@ pub async fn list_dead_letters(
 
 /// Moves dead letters back to the queue, due now, with a fresh retry budget and age (attempts
 /// 0, first-seen now). `ids`: only these delivery ids; `None`: all. Returns how many moved
-/// (`sluice dlq redrive`). Each move is one atomic batch (`Expect` the dead letter, delete it,
-/// queue the delivery), so a concurrent redrive never duplicates a delivery.
+/// (`sluice dlq redrive`). Each move is one atomic batch (`DeleteAt` the dead letter, queue the
+/// delivery), so a concurrent redrive never duplicates a delivery.
 pub async fn redrive(
     store: &dyn Store,
     clock: &dyn Clock,
@@ -1402,14 +1399,11 @@ pub async fn redrive(
             rec.attempt = 0;
             rec.first_seen_ms = now;
             let id = uuid::Uuid::parse_str(&rec.id).map_err(internal)?;
-            let batch = Batch::new()
-                .expect(NS_DLQ, key.clone(), Some(v.version))
-                .delete(NS_DLQ, key)
-                .put(
-                    NS_DUE,
-                    queue_key(now, &id),
-                    serde_json::to_vec(&rec).map_err(internal)?,
-                );
+            let batch = Batch::new().delete_at(NS_DLQ, key, v.version).put(
+                NS_DUE,
+                queue_key(now, &id),
+                serde_json::to_vec(&rec).map_err(internal)?,
+            );
             match store.apply(batch).await {
                 Ok(_) => moved += 1,
                 Err(StoreError::Conflict) => {}
