@@ -368,6 +368,17 @@ impl Dispatcher {
         Ok(first.first().map(|(k, _)| key_due(k)))
     }
 
+    /// The target kind serving `arn`, and the key of its circuit breaker and lane (the ARN
+    /// itself when no kind serves it).
+    fn target_of(&self, arn: &str) -> (Option<Arc<dyn Target>>, String) {
+        let target = self.core.target_for(arn);
+        let bkey = target
+            .as_ref()
+            .map(|t| t.breaker_key(arn))
+            .unwrap_or_else(|| arn.to_string());
+        (target, bkey)
+    }
+
     fn breaker_open_until(&self, bkey: &str, now: i64) -> Option<i64> {
         self.state
             .breakers
@@ -511,11 +522,7 @@ impl Dispatcher {
                 }
             };
             rec.id = id;
-            let target = core.target_for(&rec.target.arn);
-            let bkey = target
-                .as_ref()
-                .map(|t| t.breaker_key(&rec.target.arn))
-                .unwrap_or_else(|| rec.target.arn.clone());
+            let (target, bkey) = self.target_of(&rec.target.arn);
             rec.attempt += 1;
             let job = Job {
                 lease_key: key,
@@ -570,11 +577,7 @@ impl Dispatcher {
             let Ok(id) = uuid::Uuid::parse_str(&rec.id) else {
                 continue;
             };
-            let target = core.target_for(&rec.target.arn);
-            let bkey = target
-                .as_ref()
-                .map(|t| t.breaker_key(&rec.target.arn))
-                .unwrap_or_else(|| rec.target.arn.clone());
+            let (target, bkey) = self.target_of(&rec.target.arn);
             let (plan, due_at) = if self.state.held.lock().map.contains_key(&rec.id) {
                 let until = now + core.cfg.lease_ms;
                 (Plan::Extend(rec.id.clone(), queue_key(until, &id)), until)
@@ -662,11 +665,7 @@ impl Dispatcher {
             }
         }
         for (lease_key, rec, slot) in h.items {
-            let target = self.core.target_for(&rec.target.arn);
-            let bkey = target
-                .as_ref()
-                .map(|t| t.breaker_key(&rec.target.arn))
-                .unwrap_or_else(|| rec.target.arn.clone());
+            let (target, bkey) = self.target_of(&rec.target.arn);
             let job = Job {
                 lease_key,
                 version: h.seq,
