@@ -473,42 +473,37 @@ impl Dispatcher {
         let (claimed, more) = {
             let mut held = self.state.held.lock();
             held.scans -= 1;
-            let rows = match rows {
-                Ok(r) => r,
-                Err(e) => {
-                    if held.scans == 0 {
-                        held.recent.clear();
+            let claimed = rows.map(|rows| {
+                let more = rows.len() >= SCAN_LIMIT;
+                // After a full page, resume after its last row; otherwise everything due was
+                // read, and what is queued behind `end` from now on comes with a hint.
+                self.state.cursor.lock().next = match rows.last() {
+                    Some((last, _)) if more => {
+                        let mut next = last.clone();
+                        next.push(0);
+                        Some(next)
                     }
-                    return Err(internal(e));
-                }
-            };
-            let more = rows.len() >= SCAN_LIMIT;
-            // After a full page, resume after its last row; otherwise everything due was read,
-            // and what is queued behind `end` from now on comes with a hint.
-            self.state.cursor.lock().next = match rows.last() {
-                Some((last, _)) if more => {
-                    let mut next = last.clone();
-                    next.push(0);
-                    Some(next)
-                }
-                _ => Some(end),
-            };
-            let mut claimed = Vec::new();
-            for (key, v) in rows {
-                let Some(id) = key.get(8..24).and_then(|b| uuid::Uuid::from_slice(b).ok()) else {
-                    continue;
+                    _ => Some(end),
                 };
-                let id = id.to_string();
-                if held.map.contains_key(&id) || held.recent.contains(&id) {
-                    continue;
+                let mut claimed = Vec::new();
+                for (key, v) in rows {
+                    let Some(id) = key.get(8..24).and_then(|b| uuid::Uuid::from_slice(b).ok())
+                    else {
+                        continue;
+                    };
+                    let id = id.to_string();
+                    if held.map.contains_key(&id) || held.recent.contains(&id) {
+                        continue;
+                    }
+                    held.map.insert(id.clone(), (key.clone(), v.version));
+                    claimed.push((id, key, v));
                 }
-                held.map.insert(id.clone(), (key.clone(), v.version));
-                claimed.push((id, key, v));
-            }
+                (claimed, more)
+            });
             if held.scans == 0 {
                 held.recent.clear();
             }
-            (claimed, more)
+            claimed.map_err(internal)?
         };
         let mut jobs = Vec::with_capacity(claimed.len());
         let mut paused = Vec::new();
