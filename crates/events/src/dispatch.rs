@@ -779,9 +779,14 @@ impl Dispatcher {
             Err(e) => Err(e),
         };
         if let Err(e) = done {
-            tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
-            self.state.held.lock().release(&job.rec.id);
+            self.unrecorded(&job, &e);
         }
+    }
+
+    /// Forgets `job`, whose outcome could not be recorded: its row stays, and it runs again.
+    fn unrecorded(&self, job: &Job, e: &AwsError) {
+        tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; it will be retried");
+        self.state.held.lock().release(&job.rec.id);
     }
 
     /// Invokes the target of `job`: the outcome to record.
@@ -1099,8 +1104,7 @@ impl Dispatcher {
             };
             let outcome = self.invoke(&job).await;
             if let Err(e) = self.complete(&job, outcome, None) {
-                tracing::warn!(error = %e, delivery = %job.rec.id, "could not record a delivery outcome; its lease will expire and it will be retried");
-                self.state.held.lock().release(&job.rec.id);
+                self.unrecorded(&job, &e);
             }
         }
     }
