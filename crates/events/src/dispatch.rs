@@ -14,12 +14,12 @@
 //!   died: the delivery runs when the lease runs out. Stopping the workers puts hand-offs
 //!   and jobs that have not started back in the queue due now (attempt given back).
 //!   Handed-off deliveries in flight take at most `EventsConfig::handoff_budget_bytes` of
-//!   memory (64 MiB by default; a waiting one costs its record, not a task); beyond that (a slow target, a backlog)
-//!   `PutEvents` writes them due now and the scan takes them, so memory stays bounded and the
-//!   queue is the overflow.
-//!   The dispatcher scans when woken (a retry, a bus hand-off, a write that could not hand
-//!   off), when the earliest due time comes, and at least every `poll_ms`; hand-offs alone do
-//!   not cause scans.
+//!   memory (64 MiB by default; a waiting one costs its record, not a task); beyond that (a
+//!   slow target, a backlog) `PutEvents` writes them due now and the scan takes them, so
+//!   memory stays bounded and the queue is the overflow. The dispatcher scans when woken (a
+//!   retry, a bus hand-off, a write that could not hand off; while busy it lets such rows
+//!   gather for `SCAN_GAP` first), when the earliest due time comes, and at least every
+//!   `poll_ms`; hand-offs alone do not cause scans.
 //! - **Sole dispatcher** (`EventsConfig::sole_dispatcher`, set by the embedded server, which
 //!   holds its data directory's `LOCK`): no other dispatcher can take a delivery, so the scan
 //!   leases in memory only. A due row stays where it is, at its due key, with the attempts
@@ -84,8 +84,9 @@ use crate::{Core, Metrics, internal, millis_to_iso};
 /// Deliveries leased per scan.
 const SCAN_LIMIT: usize = 256;
 
-/// What one handed-off delivery counts against `EventsConfig::handoff_budget_bytes`: its event, and a bound on
-/// the rest of its record and its place in the dispatcher's maps and lanes.
+/// What one handed-off delivery counts against `EventsConfig::handoff_budget_bytes`: its
+/// event, and a bound on the rest of its record and its place in the dispatcher's maps and
+/// lanes.
 pub(crate) fn handoff_cost(d: &DeliveryRecord) -> usize {
     d.event.len() + 1024
 }

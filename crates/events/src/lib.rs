@@ -45,14 +45,15 @@
 //! *leases* each. The embedded server's dispatcher is the only one of its store
 //! ([`EventsConfig::sole_dispatcher`]) and leases in memory: the row stays where it is, and a
 //! crash leaves it due. Dispatchers sharing a store lease by moving the row into the future: in
-//! one batch, `Expect` the key at its version, `Delete` it, and `Put` the record (attempt + 1)
-//! under `now + lease` with the same id; if the process dies, it becomes due again when the
-//! lease runs out. After invoking the target the dispatcher commits, with a `DeleteAt` of the
-//! lease key at its version: success deletes the lease (a bus target adds the deliveries it
-//! produced to the same batch); a retryable failure moves the key to
-//! `now + backoff(attempt)`; exhausting `MaximumRetryAttempts` or `MaximumEventAgeInSeconds`,
-//! or a non-retryable failure, moves the record to `events.dlq`. A target whose circuit breaker is open has its due deliveries moved
-//! to the breaker's reopening time without counting an attempt. See [`dispatch`].
+//! one batch, `DeleteAt` the key at its version and `Put` the record (attempt + 1) under
+//! `now + lease` with the same id; if the process dies, it becomes due again when the lease
+//! runs out. After invoking the target the dispatcher commits, with a `DeleteAt` of the lease
+//! key at its version: success deletes the lease (a bus target adds the deliveries it produced
+//! to the same batch); a retryable failure moves the key to `now + backoff(attempt)`;
+//! exhausting `MaximumRetryAttempts` or `MaximumEventAgeInSeconds`, or a non-retryable
+//! failure, moves the record to `events.dlq`. A target whose circuit breaker is open has its
+//! due deliveries moved to the breaker's reopening time without counting an attempt. See
+//! [`dispatch`].
 //!
 //! Deliberate differences from AWS are in `docs/specs/events.md`.
 
@@ -801,8 +802,9 @@ impl Core {
     /// Adds the new deliveries of an ingest to `batch`. If the background dispatcher runs and
     /// has room, [`Core::queued`] hands them over in memory once the batch commits: the
     /// dispatcher neither reads them back nor writes a lease. They are written already leased
-    /// to it (under `now + lease_ms`, attempt 1), or, for a sole dispatcher, due now and held
-    /// by it from before the commit. Otherwise they are written due now for the dispatcher's
+    /// to it (under `now + lease_ms`, attempt 1), or, for a sole dispatcher, due (attempt 0,
+    /// `HANDOFF_BEHIND_MS` in the past, behind its scan cursor) and held by it from before
+    /// the commit. Otherwise they are written due now for the dispatcher's
     /// scan. Either way the stored state is one the queue protocol knows, so a crash at any
     /// point loses nothing: a due delivery runs after the restart, a leased one whose holder
     /// died when its lease runs out.
