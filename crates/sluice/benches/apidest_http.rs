@@ -35,8 +35,8 @@
 //! process (`support::ServerProcess`, `SLUICE_BENCH_BIN` for another build), the throughput
 //! scenario's PutEvents go through the raw pre-encoded client (`support::RawConn`) instead of
 //! reqwest, and the throughput lines add the server's CPU time per delivered event (read from
-//! `/proc`; it varies less than throughput with what else the machine runs), and the harness's own (the
-//! clients and the receiver share its process).
+//! `/proc`; it varies less than throughput with what else the machine runs) and the harness's
+//! own (the clients and the receiver share its process).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

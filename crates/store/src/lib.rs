@@ -10,9 +10,9 @@
 //! `Op::Expect` makes a batch conditional (optimistic concurrency: "this key is absent", or
 //! "this key is still at version v"); if any expectation fails the batch is rejected with
 //! [`StoreError::Conflict`] and nothing is written. `Op::DeleteAt` is an expectation and a
-//! delete in one ("remove this key if it is still at version v"). `Op::Append` adds a value under a key the
-//! store assigns: the 8-byte big-endian commit sequence number followed by the op's index in
-//! its batch (2 bytes, big-endian), so appended records scan in commit order.
+//! delete in one ("remove this key if it is still at version v"). `Op::Append` adds a value
+//! under a key the store assigns: the 8-byte big-endian commit sequence number followed by the
+//! op's index in its batch (2 bytes, big-endian), so appended records scan in commit order.
 //!
 //! # Durability
 //! [`Store::apply`] returns only once the batch is durable (committed and synced as configured:
